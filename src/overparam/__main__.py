@@ -1,0 +1,5 @@
+import sys
+
+from overparam.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Analyses derived from stored runs: double descent, scaling laws, theory, implicit regularization."""

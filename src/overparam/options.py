@@ -1,0 +1,111 @@
+"""Typed options with defaults: the vocabulary every spec section is checked against.
+
+Tasks, model families and the training recipe each declare a ``dict[str, Option]``; the spec
+module validates user values against them (reporting the key's full dotted path) and fills
+defaults. Keeping this tiny schema separate lets every registry share one validator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its type(s), default, allowed choices and an extra check.
+
+    ``check`` returns None when the value is fine, or a short phrase saying what it must be
+    ("must be > 0"). ``nullable`` allows ``null`` (meaning "automatic").
+    """
+
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str = ""
+    choices: tuple[Any, ...] | None = None
+    check: Check | None = None
+    nullable: bool = False
+
+
+def positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def nonnegative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def fraction_below_one(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def fraction(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else "must be in [0, 1]"
+
+
+def at_most(limit: float) -> Check:
+    def check(v: Any) -> str | None:
+        if v <= 0:
+            return "must be > 0"
+        return None if v <= limit else f"must be <= {limit:g}"
+
+    return check
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    types = t if isinstance(t, tuple) else (t,)
+    return " or ".join({int: "integer", float: "number", str: "string", bool: "true/false",
+                        list: "list", dict: "mapping"}.get(x, x.__name__) for x in types)
+
+
+def coerce(path: str, option: Option, value: Any) -> Any:
+    """Check ``value`` against ``option`` and return it normalized (ints accepted as floats).
+
+    Raises ``SpecError`` naming ``path`` when the value has the wrong type or is impossible.
+    """
+    from overparam.errors import SpecError
+
+    if value is None:
+        if option.nullable or option.default is None:
+            return None
+        raise SpecError(f"{path}: must not be null (expected {_type_name(option.type)})")
+    types = option.type if isinstance(option.type, tuple) else (option.type,)
+    if isinstance(value, bool) and bool not in types:
+        raise SpecError(f"{path}: expected {_type_name(option.type)}, got {value!r}")
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if int in types and float not in types and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, types):
+        raise SpecError(f"{path}: expected {_type_name(option.type)}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{path}: must be a finite number, got {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise SpecError(f"{path}: must be one of {', '.join(map(str, option.choices))}; got {value!r}")
+    if option.check is not None:
+        problem = option.check(value)
+        if problem:
+            raise SpecError(f"{path}: {problem}; got {value!r}")
+    return value
+
+
+def resolve_section(path: str, options: dict[str, Option], given: dict[str, Any]) -> dict[str, Any]:
+    """Validate a section against its options and return it with every default filled in."""
+    from overparam.errors import SpecError
+
+    if not isinstance(given, dict):
+        raise SpecError(f"{path}: expected a mapping, got {given!r}")
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        known = ", ".join(sorted(options))
+        raise SpecError(f"{path}.{unknown[0]}: unknown key (known keys: {known})")
+    return {key: coerce(f"{path}.{key}", opt, given.get(key, opt.default)) for key, opt in options.items()}
+
+
+def non_default(options: dict[str, Option], resolved: dict[str, Any]) -> dict[str, Any]:
+    """The settings that differ from their defaults: what names a run (OpenLTH-style)."""
+    return {k: v for k, v in resolved.items() if k not in options or options[k].default != v}

@@ -1,0 +1,230 @@
+"""The sweep spec: parse, validate, expand the axes into runs, name each run by its settings.
+
+A spec (YAML file, YAML text or Python dict) has ``name``, ``task``, ``model``, ``train``,
+``vary`` and ``seed`` (DESIGN.md ◆ Spec). Every key is checked against the option tables of
+the task kind, the model family and the recipe before anything trains; an error names the
+key's dotted path. A run's id is a hash of its *non-default* settings, so adding an option
+with a default later does not rename (or retrain) finished runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from overparam.data import task_module
+from overparam.errors import SpecError
+from overparam.models import family_module
+from overparam.options import Option, coerce, non_default, resolve_section
+from overparam.train import recipe
+
+TOP_KEYS = ("name", "description", "task", "model", "train", "vary", "seed")
+SEED_OPTION = Option(int, 0, "the run's seed: init, batch order, dropout", check=lambda v: None if v >= 0
+                     else "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One planned run: its id, its resolved config and the axis values that made it."""
+
+    id: str
+    config: dict[str, Any]
+    point: dict[str, Any] = field(default_factory=dict)
+
+
+def section_options(config: dict[str, Any]) -> dict[str, dict[str, Option]]:
+    """The option tables that apply to a config (they depend on task kind and model family)."""
+    task = config.get("task") or {}
+    model = config.get("model") or {}
+    if not isinstance(task, dict) or "kind" not in task:
+        raise SpecError("task.kind: missing (e.g. task: {kind: digits})")
+    if not isinstance(model, dict) or "family" not in model:
+        raise SpecError("model.family: missing (e.g. model: {family: mlp, width: 64})")
+    return {"task": task_module(task["kind"]).OPTIONS, "model": family_module(model["family"]).OPTIONS,
+            "train": recipe.OPTIONS}
+
+
+def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate one run's config and fill every default: the 'resolved spec of this run'."""
+    tables = section_options(config)
+    resolved = {name: resolve_section(name, tables[name], config.get(name) or {}) for name in tables}
+    resolved["seed"] = coerce("seed", SEED_OPTION, config.get("seed", 0))
+    _check_consistency(resolved)
+    return resolved
+
+
+def _check_consistency(cfg: dict[str, Any]) -> None:
+    train, family = cfg["train"], cfg["model"]["family"]
+    if train["optimizer"] in recipe.CLOSED_FORM and not family_module(family).LINEAR_IN_PARAMS:
+        raise SpecError(f"train.optimizer: {train['optimizer']} is closed form and needs a model linear in "
+                        f"its parameters (linear, rff), not {family!r}")
+
+
+def run_id(resolved: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of the run's non-default settings (canonical JSON)."""
+    tables = section_options(resolved)
+    named: dict[str, Any] = {name: non_default(tables[name], resolved[name]) for name in tables}
+    named["task"]["kind"] = resolved["task"]["kind"]
+    named["model"]["family"] = resolved["model"]["family"]
+    if resolved["seed"] != 0:
+        named["seed"] = resolved["seed"]
+    canonical = json.dumps(named, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    if key == "seed":
+        config["seed"] = value
+        return
+    section, leaf = key.split(".", 1)
+    config.setdefault(section, {})[leaf] = value
+
+
+def _axis_option(key: str, tables: dict[str, dict[str, Option]]) -> Option:
+    if key == "seed":
+        return SEED_OPTION
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in tables:
+        raise SpecError(f"vary.{key}: an axis is 'seed' or a dotted leaf task.X, model.X or train.X")
+    section, leaf = parts
+    if leaf not in tables[section]:
+        known = ", ".join(sorted(tables[section]))
+        raise SpecError(f"vary.{key}: unknown key {leaf!r} for {section} (known keys: {known})")
+    if leaf in ("kind", "family"):
+        raise SpecError(f"vary.{key}: sweep one task kind and model family per spec")
+    return tables[section][leaf]
+
+
+def expand_axis(key: str, raw: Any, option: Option) -> list[Any]:
+    """Turn an axis (a list, or {geometric|linear: [lo, hi], count: K, include: [...]}) into values."""
+    path = f"vary.{key}"
+    if isinstance(raw, list):
+        values = raw
+    elif isinstance(raw, dict):
+        kinds = [k for k in ("geometric", "linear") if k in raw]
+        extra = sorted(set(raw) - {"geometric", "linear", "count", "include"})
+        if len(kinds) != 1 or extra:
+            raise SpecError(f"{path}: expected a list or {{geometric: [lo, hi], count: K}} "
+                            f"(or linear:), optionally include: [...]")
+        bounds, count = raw[kinds[0]], raw.get("count")
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
+            raise SpecError(f"{path}.{kinds[0]}: expected [lo, hi], got {bounds!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
+            raise SpecError(f"{path}.count: expected an integer in 1..100000, got {count!r}")
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if kinds[0] == "geometric":
+            if lo <= 0 or hi <= 0:
+                raise SpecError(f"{path}.geometric: bounds must be > 0, got {bounds!r}")
+            values = [lo * (hi / lo) ** (i / max(count - 1, 1)) for i in range(count)]
+        else:
+            values = [lo + (hi - lo) * i / max(count - 1, 1) for i in range(count)]
+        include = raw.get("include", [])
+        if not isinstance(include, list):
+            raise SpecError(f"{path}.include: expected a list, got {include!r}")
+        values = values + include
+        types = option.type if isinstance(option.type, tuple) else (option.type,)
+        if int in types and float not in types:
+            values = [int(round(v)) if isinstance(v, (int, float)) and math.isfinite(v) else v for v in values]
+        values = sorted(set(values), key=lambda v: (float(v) if isinstance(v, (int, float)) else 0.0))
+    else:
+        raise SpecError(f"{path}: expected a list of values or a {{geometric: ...}} mapping, got {raw!r}")
+    if not values:
+        raise SpecError(f"{path}: the axis is empty")
+    out = []
+    for i, v in enumerate(values):
+        out.append(coerce(f"{path}[{i}]", option, v))
+    if len({json.dumps(v, sort_keys=True) for v in out}) != len(out):
+        raise SpecError(f"{path}: repeated values {out!r}")
+    return out
+
+
+class Spec:
+    """A validated sweep spec. ``runs()`` is the product of its axes, in a stable order."""
+
+    def __init__(self, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise SpecError(f"spec: expected a mapping at the top level, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(TOP_KEYS))
+        if unknown:
+            raise SpecError(f"{unknown[0]}: unknown top-level key (known: {', '.join(TOP_KEYS)})")
+        self.data = copy.deepcopy(data)
+        self.name = str(data.get("name") or "sweep")
+        base = {k: copy.deepcopy(data.get(k) or {}) for k in ("task", "model", "train")}
+        base["seed"] = data.get("seed", 0)
+        self.base = resolve_config(base)  # validates the base settings
+        vary = data.get("vary") or {}
+        if not isinstance(vary, dict):
+            raise SpecError(f"vary: expected a mapping of axis -> values, got {vary!r}")
+        tables = section_options(self.base)
+        self.axes = {key: expand_axis(key, raw, _axis_option(key, tables)) for key, raw in vary.items()}
+        self._runs: list[Run] | None = None
+
+    def runs(self) -> list[Run]:
+        if self._runs is None:
+            self._runs = self._expand()
+        return self._runs
+
+    def _expand(self) -> list[Run]:
+        points: list[dict[str, Any]] = [{}]
+        for key, values in self.axes.items():
+            points = [{**p, key: v} for p in points for v in values]
+        if len(points) > 1_000_000:
+            raise SpecError(f"vary: the sweep has {len(points)} runs; at most 1,000,000")
+        runs, seen = [], set()
+        for point in points:
+            config = copy.deepcopy({k: self.base[k] for k in ("task", "model", "train", "seed")})
+            for key, value in point.items():
+                _set_dotted(config, key, value)
+            resolved = resolve_config(config)
+            rid = run_id(resolved)
+            if rid not in seen:
+                seen.add(rid)
+                runs.append(Run(rid, resolved, point))
+        return runs
+
+    def size_axes(self) -> list[str]:
+        """Varied keys that set the model's size (the x axis of a double-descent curve)."""
+        sizes = family_module(self.base["model"]["family"]).SIZE_KEYS
+        return [k for k in self.axes if k.startswith("model.") and k.split(".", 1)[1] in sizes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self.data)
+
+
+def load_spec(source: str | Path | dict[str, Any] | Spec) -> Spec:
+    """A Spec from a YAML file path, a dict, or a Spec (returned as is)."""
+    if isinstance(source, Spec):
+        return source
+    if isinstance(source, dict):
+        return Spec(source)
+    path = Path(source)
+    if not path.exists():
+        raise SpecError(f"spec file not found: {path}")
+    if path.is_dir():
+        raise SpecError(f"spec: {path} is a directory, expected a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"spec {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return parse_spec_text(text, str(path))
+
+
+def parse_spec_text(text: str, where: str = "spec") -> Spec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{where}: malformed YAML{at}: {problem}") from exc
+    if data is None:
+        raise SpecError(f"{where}: the spec is empty")
+    return Spec(data)

@@ -1,0 +1,46 @@
+"""Checkpoints as safetensors (nothing is unpickled), written atomically, tied to their config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from overparam.errors import StoreError
+
+
+def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, config: dict[str, Any]) -> None:
+    """Write to a temporary file, fsync, then rename: a kill never leaves half a checkpoint."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_suffix(".tmp")
+    metadata = {"run_id": run_id, "config": json.dumps(config, sort_keys=True), "format": "overparam-1"}
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); "
+                         f"stored results are unaffected") from exc
+
+
+def load_checkpoint(path: Path, run_id: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Read a run's weights, refusing a file that belongs to another run or config."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise StoreError(f"{path}: no checkpoint for run {run_id} (was train.checkpoint false?)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable checkpoint ({exc})") from exc
+    if meta.get("run_id") != run_id or meta.get("config") != json.dumps(config, sort_keys=True):
+        raise StoreError(f"{path}: the checkpoint does not match run {run_id}'s config")
+    return state

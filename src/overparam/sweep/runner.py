@@ -1,0 +1,127 @@
+"""``run_sweep``: plan, skip what is done, execute the rest, write every result as it lands.
+
+Re-running a sweep *is* resuming it: runs are named by their settings, finished runs (done
+or diverged) are never retrained, and runs a killed process left 'running' are trained again.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overparam.data import load_task
+from overparam.errors import OverparamError
+from overparam.spec import Spec, load_spec
+from overparam.store import Store
+from overparam.sweep.checkpoints import save_checkpoint
+from overparam.sweep.grouping import plan_groups
+from overparam.sweep.plan import check_memory, task_key
+from overparam.train.run import resolve_device, run_size
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class SweepSummary:
+    directory: str
+    planned: int
+    already_done: int
+    trained: int = 0
+    diverged: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _make_executor(name: str, device, options: dict[str, Any]):
+    if name == "local":
+        from overparam.sweep.local import LocalExecutor
+
+        return LocalExecutor(device)
+    if name == "ray":
+        from overparam.sweep.ray import RayExecutor  # optional extra
+
+        return RayExecutor(device, **options)
+    raise OverparamError(f"--executor: unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
+
+
+def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "local", device: str = "auto",
+              fuse: str = "auto", progress: bool = True, executor_options: dict[str, Any] | None = None,
+              ) -> SweepSummary:
+    """Run (or resume) a sweep into directory ``out`` and return what happened."""
+    spec = load_spec(spec)
+    if fuse not in ("auto", "on", "off"):
+        raise OverparamError(f"--fuse: expected auto, on or off, got {fuse!r}")
+    dev = resolve_device(device)
+    runs = spec.runs()
+    tasks: dict[str, Any] = {}
+
+    def get_task(key: str):
+        if key not in tasks:
+            import json
+
+            tasks[key] = load_task(json.loads(key))
+        return tasks[key]
+
+    for run in runs:  # load data and check sizes before touching the store
+        get_task(task_key(run.config))
+    check_memory(runs, tasks)
+
+    with Store.create(out) as store:
+        store.reset_interrupted()
+        store.add_runs(runs)
+        store.set_meta("spec", spec.to_dict())
+        store.set_meta("name", spec.name)
+        store.set_meta("size_axes", spec.size_axes())
+        status = {r["id"]: r["status"] for r in store.runs()}
+        todo = [r for r in runs if status.get(r.id) in ("pending", "failed")]
+        summary = SweepSummary(str(out), len(runs), len(runs) - len(todo))
+        if not todo:
+            return summary
+        groups = plan_groups(todo, fuse, dev)
+        runner = _make_executor(executor, dev, executor_options or {})
+        bar = _progress(len(runs), summary.already_done, spec.name, progress)
+        try:
+            for group in groups:
+                store.mark_running([r.id for r in group.runs])
+            for outcome in runner.execute(groups, get_task):
+                _store_outcome(store, outcome, get_task(task_key(outcome.run.config)), summary)
+                bar.update(1)
+        finally:
+            bar.close()
+            store.reset_interrupted()
+    return summary
+
+
+def _store_outcome(store: Store, outcome, task, summary: SweepSummary) -> None:
+    run, result = outcome.run, outcome.result
+    params, flops = run_size(run.config, task)
+    if result.state is not None and run.config["train"]["checkpoint"]:
+        save_checkpoint(store.checkpoint_path(run.id), result.state, run.id, run.config)
+    store.record(run.id, result.status, params, flops, result.metrics, result.curve, outcome.seconds,
+                 result.error)
+    summary.trained += 1
+    if result.status == "diverged":
+        summary.diverged.append(run.id)
+    elif result.status == "failed":
+        summary.failed.append(run.id)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, done: int, name: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=name, unit="run", file=sys.stderr, dynamic_ncols=True,
+                disable=None)

@@ -1,0 +1,45 @@
+"""Execute one group: the function a local loop or a Ray worker calls. It never touches the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from overparam.data.base import TaskData
+from overparam.errors import OverparamError
+from overparam.spec import Run
+from overparam.sweep.grouping import Group
+from overparam.train.result import TrainResult
+from overparam.train.run import train_run
+
+
+@dataclass
+class Outcome:
+    run: Run
+    result: TrainResult
+    seconds: float
+
+
+def execute_group(group: Group, task: TaskData, device: torch.device) -> list[Outcome]:
+    """Train a group's runs; a bug in one run fails that run only (status ``failed``)."""
+    if group.fused and len(group.runs) > 1:
+        from overparam.train.fused import train_group
+
+        start = time.perf_counter()
+        results = train_group([r.config for r in group.runs], task, device)
+        each = (time.perf_counter() - start) / len(group.runs)
+        return [Outcome(run, res, each) for run, res in zip(group.runs, results)]
+    outcomes = []
+    for run in group.runs:
+        start = time.perf_counter()
+        try:
+            result = train_run(run.config, task, device)
+        except OverparamError:
+            raise
+        except (RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+            msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            result = TrainResult("failed", {}, [], None, msg)
+        outcomes.append(Outcome(run, result, time.perf_counter() - start))
+    return outcomes

@@ -1,0 +1,1 @@
+"""Training: one model (loop), closed-form solvers, optimizers; many models at once (fused)."""

@@ -1,0 +1,65 @@
+"""Train one model: the reference every faster path (fused, Ray) must reproduce exactly."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from overparam.data.base import TaskData
+from overparam.train.batches import batch_indices, eval_steps
+from overparam.train.evaluate import batch_loss, evaluate, loss_kind, to_tensors
+from overparam.train.health import flag
+from overparam.train.optim import build_optimizer, lr_at
+from overparam.train.result import TrainResult
+
+
+def train_model(model: torch.nn.Module, task: TaskData, train: dict[str, Any], seed: int,
+                device: torch.device, dtype: torch.dtype) -> TrainResult:
+    """Gradient training with per-step NaN/inf detection and evaluations on ``eval_steps``.
+
+    A non-finite loss or gradient stops the run as ``diverged``; the metrics are then those of
+    the last finite evaluation, with ``diverged_at`` the step where it broke.
+    """
+    data = to_tensors(task, device, dtype)
+    model = model.to(device=device, dtype=dtype)
+    kind = loss_kind(task, train)
+    n_classes = task.n_classes if task.kind == "classification" else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(params, train)
+    steps = train["steps"]
+    batch = task.n_train if train["optimizer"] == "gd" else train["batch_size"]
+    checkpoints = set(eval_steps(steps, train["eval_every"], train["eval_log_points"]))
+    curve: list[tuple[int, dict[str, float]]] = []
+    if 0 in checkpoints:
+        curve.append((0, evaluate(model, data, task, kind)))
+    torch.manual_seed(seed)  # dropout masks: the only draw from the global stream
+    model.train()
+    step = 0
+    for step, idx in enumerate(batch_indices(task.n_train, batch, steps, seed), start=1):
+        idx = idx.to(device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step - 1, train)
+        loss = batch_loss(model(data["x_train"][idx]), data["y_train"][idx], kind, n_classes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if train["clip"] is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, train["clip"])
+        else:
+            norm = None
+        if not math.isfinite(float(loss.detach())) or (norm is not None and not math.isfinite(float(norm))):
+            last = dict(curve[-1][1]) if curve else {}
+            last["diverged_at"] = step
+            return TrainResult("diverged", last, curve, None, f"non-finite loss at step {step}")
+        opt.step()
+        if step in checkpoints:
+            curve.append((step, evaluate(model, data, task, kind)))
+    metrics = dict(curve[-1][1])
+    if not all(math.isfinite(v) for v in (metrics["train_loss"], metrics["test_loss"])):
+        metrics["diverged_at"] = step
+        return TrainResult("diverged", metrics, curve, None, "non-finite loss at the final evaluation")
+    metrics["param_norm"] = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
+    flag(metrics, curve)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return TrainResult("done", metrics, curve, state)
