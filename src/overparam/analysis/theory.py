@@ -20,7 +20,6 @@ from scipy import integrate, optimize, special
 
 from overparam.errors import OverparamError
 
-CURVES = ("ridgeless", "finite", "weak-features", "ridge", "ridge-optimal", "random-features")
 DEFAULT_GRID_POINTS = 50  # points of an A:B grid when K is not given
 GEOMETRIC_SPAN = 10.0  # an A:B grid is geometric when B/A exceeds this, linear otherwise
 
@@ -45,8 +44,9 @@ def _check_nonneg(**values: float) -> None:
 
 def _as_positive(name: str, x: ArrayLike) -> np.ndarray:
     arr = np.asarray(x, dtype=float)
-    if arr.size and (not np.all(np.isfinite(arr)) or np.any(arr <= 0)):
-        raise OverparamError(f"{name} must be finite and > 0, got {arr.ravel()[np.argmin(arr.ravel())]}")
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if np.any(bad):
+        raise OverparamError(f"{name} must be finite and > 0, got {arr[bad].ravel()[0]}")
     return arr
 
 
@@ -133,7 +133,8 @@ def weak_features_risk(
     _check_nonneg(r2=r2, sigma2=sigma2)
     p_arr = _as_positive("p", p)
     if not total > 0 or np.any(p_arr > total):
-        raise OverparamError(f"weak features need 0 < p <= total features (total={total}, max p={p_arr.max()})")
+        raise OverparamError(
+            f"weak features need 0 < p <= total features (total={total}, max p={p_arr.max()})")
     bias, var = _weak_terms(_as_positive("n", n), p_arr, float(total), r2, sigma2)
     return _out(bias + var)
 
@@ -213,8 +214,8 @@ def optimal_ridge_risk(gamma: ArrayLike, r2: float = 1.0, sigma2: float = 1.0) -
     """
     gamma_arr = _as_positive("gamma", gamma)
     lam = np.asarray(optimal_ridge_lambda(gamma_arr, r2, sigma2))
-    if sigma2 == 0:
-        return _out(np.zeros_like(gamma_arr))
+    if sigma2 == 0:  # lam* = 0: min-norm interpolation is optimal without noise
+        return ridgeless_risk(gamma_arr, r2, 0.0)
     m, _ = mp_stieltjes(lam, gamma_arr)
     return _out(sigma2 * gamma_arr * np.asarray(m))
 
@@ -368,7 +369,8 @@ def parse_gamma_grid(text: str, points: int = DEFAULT_GRID_POINTS) -> np.ndarray
                 raise ValueError
             if count < 2 or not lo < hi:
                 raise OverparamError(f"gamma grid '{text}': need A < B and K >= 2 points")
-            grid = np.geomspace(lo, hi, count) if lo > 0 and hi / lo > GEOMETRIC_SPAN else np.linspace(lo, hi, count)
+            geometric = lo > 0 and hi / lo > GEOMETRIC_SPAN
+            grid = (np.geomspace if geometric else np.linspace)(lo, hi, count)
         else:
             grid = np.array([float(v) for v in text.split(",")])
     except ValueError:
@@ -393,62 +395,86 @@ def _points(gammas: np.ndarray, bias: np.ndarray, var: np.ndarray, extra: dict[s
     return rows
 
 
+_Terms = tuple[Any, Any, dict[str, Any], dict[str, Any]]  # bias, variance, params used, extra columns
+
+
+def _need(name: str, params: dict[str, Any], key: str, example: str) -> float:
+    if params.get(key) is None:
+        raise OverparamError(f"the {name} curve needs {key}, e.g. {example}")
+    return float(params[key])
+
+
+def _curve_ridgeless(g: np.ndarray, r2: float, sigma2: float, params: dict[str, Any]) -> _Terms:
+    bias, var = _ridgeless_terms(g)
+    return r2 * bias, sigma2 * var, {}, {}
+
+
+def _curve_finite(g: np.ndarray, r2: float, sigma2: float, params: dict[str, Any]) -> _Terms:
+    n = _need("finite", params, "n", "--n 100")
+    bias, var = _finite_terms(_as_positive("n", n), g * n)
+    return r2 * bias, sigma2 * var, {"n": n}, {"p": g * n}
+
+
+def _curve_weak(g: np.ndarray, r2: float, sigma2: float, params: dict[str, Any]) -> _Terms:
+    n = _need("weak-features", params, "n", "--n 100")
+    total = _need("weak-features", params, "total", "--total 400")
+    weak_features_risk(n, g * n, total, r2, sigma2)  # validates p <= total
+    bias, var = _weak_terms(_as_positive("n", n), g * n, total, r2, sigma2)
+    return bias, var, {"n": n, "total": total}, {"p": g * n}
+
+
+def _curve_ridge(g: np.ndarray, r2: float, sigma2: float, params: dict[str, Any]) -> _Terms:
+    lam = _need("ridge", params, "lam", "--lam 0.1 (ridge-optimal picks it)")
+    ridge_risk(g, lam, r2, sigma2)  # validates lam
+    bias, var = _ridge_terms(g, np.full_like(g, lam)) if lam > 0 else _ridgeless_terms(g)
+    return r2 * bias, sigma2 * var, {"lam": lam}, {}
+
+
+def _curve_ridge_optimal(g: np.ndarray, r2: float, sigma2: float, params: dict[str, Any]) -> _Terms:
+    lam = np.asarray(optimal_ridge_lambda(g, r2, sigma2))
+    with np.errstate(divide="ignore", invalid="ignore"):  # sigma2 = 0 gives lam* = 0: ridgeless
+        bias, var = _ridge_terms(g, lam) if sigma2 > 0 else _ridgeless_terms(g)
+    return r2 * bias, sigma2 * var, {}, {"lam": lam}
+
+
+def _curve_random_features(g: np.ndarray, r2: float, sigma2: float, params: dict[str, Any]) -> _Terms:
+    psi2 = float(params.get("psi2") or 2.0)
+    lam = float(params.get("lam") or 0.0)
+    fstar2 = float(params.get("fstar2") or 0.0)
+    activation = params.get("activation") or "relu"
+    _check_nonneg(fstar2=fstar2)
+    bias, var = random_features_terms(g * psi2, psi2, activation, lam)
+    used = {"psi2": psi2, "lam": lam, "fstar2": fstar2, "activation": str(activation)}
+    return r2 * bias + fstar2, (sigma2 + fstar2) * var, used, {"psi1": g * psi2}
+
+
+_BUILDERS = {
+    "ridgeless": _curve_ridgeless,
+    "finite": _curve_finite,
+    "weak-features": _curve_weak,
+    "ridge": _curve_ridge,
+    "ridge-optimal": _curve_ridge_optimal,
+    "random-features": _curve_random_features,
+}
+CURVES = tuple(_BUILDERS)
+
+
 def curve(name: str, gammas: ArrayLike, **params: Any) -> dict[str, Any]:
     """The JSON document `{"curve": name, "params": {...}, "points": [{"gamma", "risk", ...}]}`.
 
     gamma means p/n for the linear curves and N/n (features per sample) for random-features, whose
-    psi2 = n/d is a parameter (psi1 = gamma * psi2). Params: r2, sigma2 (all); n (finite,
-    weak-features); total (weak-features); lam (ridge, random-features); psi2, activation, fstar2
-    (random-features). Each point also carries bias and variance (risk = bias + variance) and the
-    curve's own coordinates (p, lam, psi1). Infinite or undefined risks are None (JSON null).
+    psi2 = n/d is a parameter (psi1 = gamma * psi2). Params: r2, sigma2 (all; default 1); n (finite,
+    weak-features); total (weak-features); lam (ridge; random-features, default 0); psi2 (default 2),
+    activation (default relu), fstar2 (default 0) for random-features. Each point also carries bias
+    and variance (risk = bias + variance) and the curve's own coordinates (p, lam, psi1).
+    Infinite risks are None (JSON null), so the document is ready for json.dumps.
     """
-    g = _as_positive("gamma", gammas).ravel()
-    r2, sigma2 = float(params.get("r2", 1.0)), float(params.get("sigma2", 1.0))
-    _check_nonneg(r2=r2, sigma2=sigma2)
-    used = {"r2": r2, "sigma2": sigma2}
-    extra: dict[str, Any] = {}
-    if name == "ridgeless":
-        b, v = _ridgeless_terms(g)
-        b, v = r2 * b, sigma2 * v
-    elif name in ("finite", "weak-features"):
-        if params.get("n") is None:
-            raise OverparamError(f"the {name} curve needs n (samples), e.g. --n 100")
-        n = float(params["n"])
-        p = g * n
-        used["n"] = n
-        extra["p"] = p
-        if name == "finite":
-            b, v = _finite_terms(_as_positive("n", n), p)
-            b, v = r2 * b, sigma2 * v
-        else:
-            if params.get("total") is None:
-                raise OverparamError("the weak-features curve needs the total number of features, e.g. --total 400")
-            used["total"] = float(params["total"])
-            weak_features_risk(n, p, used["total"], r2, sigma2)  # validates p <= total
-            b, v = _weak_terms(np.asarray(n), p, used["total"], r2, sigma2)
-    elif name == "ridge":
-        if params.get("lam") is None:
-            raise OverparamError("the ridge curve needs lam, e.g. --lam 0.1 (ridge-optimal picks it)")
-        lam = float(params["lam"])
-        ridge_risk(g, lam, r2, sigma2)  # validates lam
-        b, v = _ridge_terms(g, np.full_like(g, lam)) if lam > 0 else _ridgeless_terms(g)
-        b, v, used["lam"] = r2 * b, sigma2 * v, lam
-    elif name == "ridge-optimal":
-        lam = np.asarray(optimal_ridge_lambda(g, r2, sigma2))
-        b, v = _ridge_terms(g, lam)
-        b, v = r2 * b, sigma2 * v
-        extra["lam"] = lam
-    elif name == "random-features":
-        psi2 = float(params.get("psi2", 2.0))
-        lam = float(params.get("lam") or 0.0)
-        fstar2 = float(params.get("fstar2", 0.0))
-        activation = params.get("activation", "relu")
-        _check_nonneg(fstar2=fstar2)
-        psi1 = g * psi2
-        b, v = random_features_terms(psi1, psi2, activation, lam)
-        b, v = r2 * b + fstar2, (sigma2 + fstar2) * v
-        used.update(psi2=psi2, lam=lam, fstar2=fstar2, activation=str(activation))
-        extra["psi1"] = psi1
-    else:
+    if name not in _BUILDERS:
         raise OverparamError(f"unknown theory curve '{name}' (choose from {', '.join(CURVES)})")
-    return {"curve": name, "params": used, "points": _points(g, np.asarray(b), np.asarray(v), extra)}
+    g = _as_positive("gamma", gammas).ravel()
+    r2 = float(1.0 if params.get("r2") is None else params["r2"])
+    sigma2 = float(1.0 if params.get("sigma2") is None else params["sigma2"])
+    _check_nonneg(r2=r2, sigma2=sigma2)
+    bias, var, used, extra = _BUILDERS[name](g, r2, sigma2, params)
+    points = _points(g, np.asarray(bias), np.asarray(var), extra)
+    return {"curve": name, "params": {"r2": r2, "sigma2": sigma2, **used}, "points": points}

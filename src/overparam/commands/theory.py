@@ -64,9 +64,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--n", type=float, help="samples (finite, weak-features)")
     parser.add_argument("--total", type=float, help="total features of the target (weak-features)")
     parser.add_argument("--lam", type=float, help="ridge penalty (ridge; random-features, default 0)")
-    parser.add_argument("--psi2", type=float, help="n/d, samples per input dimension (random-features, default 2)")
-    parser.add_argument("--activation", help="relu (default), tanh, sigmoid, softplus, erf, silu (random-features)")
-    parser.add_argument("--fstar2", type=float, help="energy of the target's nonlinear part (random-features, default 0)")
+    parser.add_argument("--psi2", type=float, help="n/d (random-features; default 2)")
+    parser.add_argument("--activation", help="relu (default), tanh, sigmoid, softplus, erf, silu")
+    parser.add_argument("--fstar2", type=float, help="energy of the target's nonlinear part (default 0)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(func=run)
 
@@ -91,8 +91,8 @@ def _curve_params(args: argparse.Namespace) -> dict[str, Any]:
     allowed = CURVE_OPTIONS[args.curve]
     stray = sorted(given - allowed)
     if stray:
-        raise OverparamError(f"--{stray[0]} does not apply to the {args.curve} curve "
-                             f"(it takes: {', '.join('--' + o for o in sorted(allowed)) or 'no extra option'})")
+        takes = ", ".join("--" + o for o in sorted(allowed)) or "no extra option"
+        raise OverparamError(f"--{stray[0]} does not apply to the {args.curve} curve (it takes: {takes})")
     missing = sorted(REQUIRED.get(args.curve, set()) - given)
     if missing:
         raise OverparamError(f"the {args.curve} curve needs --{missing[0]}")

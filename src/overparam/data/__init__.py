@@ -11,6 +11,8 @@ from overparam.data.base import TaskData
 TASKS: dict[str, str] = {
     "digits": "overparam.data.digits",
     "teacher": "overparam.data.teacher",
+    "text": "overparam.data.text",
+    "markov": "overparam.data.markov",
 }
 
 

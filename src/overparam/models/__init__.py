@@ -11,6 +11,7 @@ FAMILIES: dict[str, str] = {
     "linear": "overparam.models.linear",
     "rff": "overparam.models.rff",
     "mlp": "overparam.models.mlp",
+    "gpt": "overparam.models.gpt",
 }
 
 

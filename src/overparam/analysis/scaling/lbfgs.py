@@ -90,6 +90,8 @@ def minimize_batched(
     ftol: float = 1e-13,
     c1: float = 1e-4,
     max_backtracks: int = 30,
+    stall_window: int = 0,
+    stall_rtol: float = 1e-6,
 ) -> BatchResult:
     """Minimize K independent objectives from the K rows of ``x0`` with L-BFGS, all at once."""
     x = np.array(x0, dtype=float)
@@ -100,7 +102,8 @@ def minimize_batched(
     converged = ~np.isfinite(f) | (np.abs(g).max(axis=1) <= gtol)
     active = ~converged
     fresh = np.ones(K, bool)  # no curvature pair yet: scale the first step by 1/‖g‖∞
-    for _ in range(max_iter):
+    f_ref = f.copy()  # objective stall_window iterations ago
+    for it in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
@@ -131,4 +134,8 @@ def minimize_batched(
         stop = (np.abs(g[acc]).max(axis=1) <= gtol) | (decrease <= ftol * (1.0 + np.abs(f[acc])))
         converged[acc[stop]] = True
         active[acc[stop]] = False
+        if stall_window and (it + 1) % stall_window == 0:
+            stalled = active & (f_ref - f <= stall_rtol * (1.0 + np.abs(f)))
+            active[stalled] = False
+            f_ref = f.copy()
     return BatchResult(x=x, fun=f, n_iter=n_iter, converged=converged)

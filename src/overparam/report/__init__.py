@@ -1,0 +1,1 @@
+"""Reports: figures (PNG), plain-language readings, and one self-contained HTML page."""

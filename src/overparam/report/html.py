@@ -1,0 +1,137 @@
+"""One self-contained HTML report: every style inline, every figure a base64 PNG, no network.
+
+``build_report(DIR)`` works on a sweep directory, or on a directory of sweep directories
+(what ``overparam demo`` writes), and also writes ``DIR/figures/*.png`` and ``DIR/summary.json``.
+Every user-provided string (sweep names, settings) is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from overparam.errors import StoreError
+from overparam.report.sections import BUILDERS, Section, SweepContext
+from overparam.store import DB_NAME
+
+
+def sweep_dirs(directory: Path) -> list[Path]:
+    """The sweep directories a report covers: DIR itself, or its parts in the demo's order."""
+    if (directory / DB_NAME).is_file():
+        return [directory]
+    if not directory.is_dir():
+        raise StoreError(f"{directory}: no such directory")
+    order = []
+    manifest = directory / "demo.json"
+    if manifest.is_file():
+        try:
+            order = [p["dir"] for p in json.loads(manifest.read_text()).get("parts", [])]
+        except (ValueError, KeyError, TypeError):
+            order = []
+    found = sorted(p for p in directory.iterdir() if (p / DB_NAME).is_file())
+    found.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
+    if not found:
+        raise StoreError(f"{directory}: not a sweep directory (no {DB_NAME}, and no sweep directories inside)")
+    return found
+
+
+def _render_section(section: Section, figure_dir: Path, prefix: str) -> str:
+    parts = [f"<h3>{html.escape(section.title)}</h3>"]
+    if section.sentences:
+        items = "".join(f"<li>{html.escape(s)}</li>" for s in section.sentences)
+        parts.append(f'<ul class="reading">{items}</ul>')
+    for name, png, caption in section.figures:
+        (figure_dir / f"{prefix}{name}").write_bytes(png)
+        data = base64.b64encode(png).decode()
+        parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    tables = "".join(section.tables)
+    if section.collapsed and tables:
+        parts = [f"<details><summary>{html.escape(section.title)}</summary>{tables}</details>"]
+    else:
+        parts.append(tables)
+    return "\n".join(parts)
+
+
+def _part_html(ctx: SweepContext, figure_dir: Path, prefix: str, intro: str | None) -> tuple[str, dict]:
+    body, summary = [], {"name": ctx.name, "directory": str(ctx.dir)}
+    for builder in BUILDERS:
+        section = builder(ctx)
+        if section is None:
+            continue
+        body.append(_render_section(section, figure_dir, prefix))
+        summary[section.title.split(" (")[0].lower().replace(" ", "_")] = section.summary
+    anchor = html.escape(ctx.dir.name)
+    head = f'<section class="part" id="{anchor}"><h2>{html.escape(ctx.name)}</h2>'
+    if intro:
+        head += f'<p class="reading">{html.escape(intro)}</p>'
+    head += f'<p class="meta">sweep directory: {html.escape(str(ctx.dir))}</p>'
+    return head + "\n".join(body) + "</section>", summary
+
+
+def build_report(directory: str | Path, title: str | None = None) -> Path:
+    """Write DIR/report.html, DIR/figures/*.png and DIR/summary.json; return the HTML path."""
+    directory = Path(directory)
+    dirs = sweep_dirs(directory)
+    figure_dir = directory / "figures"
+    figure_dir.mkdir(exist_ok=True)
+    intros, headline = {}, []
+    manifest = directory / "demo.json"
+    if manifest.is_file():
+        try:
+            doc = json.loads(manifest.read_text())
+            intros = {p["dir"]: p.get("intro") for p in doc.get("parts", [])}
+            headline = doc.get("headline", [])
+        except (ValueError, KeyError, TypeError):
+            pass
+    bodies, parts = [], {}
+    for d in dirs:
+        ctx = SweepContext(d)
+        prefix = "" if d == directory else f"{d.name}_"
+        body, summary = _part_html(ctx, figure_dir, prefix, intros.get(d.name))
+        bodies.append(body)
+        parts[d.name] = summary
+    from overparam import __version__
+
+    name = title or (SweepContext(dirs[0]).name if len(dirs) == 1 else "overparam report")
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lead = ""
+    if headline:
+        lead = '<section class="part"><h2>What the numbers say</h2><ul class="reading">' + "".join(
+            f"<li>{html.escape(s)}</li>" for s in headline) + "</ul></section>"
+    nav = " ".join(f'<a href="#{html.escape(d.name)}">{html.escape(parts[d.name]["name"])}</a>' for d in dirs)
+    template = Template(resources.files("overparam.report").joinpath("templates/report.html").read_text())
+    page = template.substitute(
+        title=html.escape(name), subtitle=html.escape("How many parameters does this task really need?"),
+        nav=nav, body=lead + "\n".join(bodies),
+        footer=html.escape(f"overparam {__version__} · generated {now} · every number is read from the "
+                           f"sweep store"))
+    out = directory / "report.html"
+    out.write_text(page, encoding="utf-8")
+    summary_doc: dict[str, Any] = {"overparam_version": __version__, "generated": now, "headline": headline,
+                                   "parts": parts}
+    (directory / "summary.json").write_text(json.dumps(_clean(summary_doc), indent=2, default=str))
+    return out
+
+
+def _clean(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            return obj.item()
+        except (ValueError, AttributeError):
+            return obj
+    return obj

@@ -1,0 +1,151 @@
+"""Report sections: each reads one sweep directory's stored facts and returns a ``Section``.
+
+A section builder is ``(SweepContext) -> Section | None`` (None when it does not apply). Other
+analyses add theirs to ``BUILDERS``; nothing here trains or fits from hidden state: every
+number comes from the store or from an analysis file written beside it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from overparam.report import plots
+from overparam.report.reading import read_curve
+
+
+@dataclass
+class Section:
+    title: str
+    sentences: list[str] = field(default_factory=list)
+    figures: list[tuple[str, bytes, str]] = field(default_factory=list)  # (file name, PNG, caption)
+    tables: list[str] = field(default_factory=list)  # HTML, already escaped
+    summary: dict[str, Any] = field(default_factory=dict)
+    collapsed: bool = False
+
+
+class SweepContext:
+    """Lazy access to one sweep directory's runs, curves, metadata and analyses."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        from overparam.store import open_store
+
+        with open_store(self.dir) as store:
+            return {"name": store.meta("name", self.dir.name), "spec": store.meta("spec", {}),
+                    "size_axes": store.meta("size_axes")}
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        from overparam.store import load_runs
+
+        return load_runs(self.dir)
+
+    @cached_property
+    def curves(self) -> pd.DataFrame:
+        from overparam.store import load_curves
+
+        return load_curves(self.dir)
+
+    @cached_property
+    def double_descent(self) -> dict[str, Any] | None:
+        from overparam.analysis.double_descent import analyze_double_descent
+
+        if self.runs.empty or not (self.runs["status"] == "done").any():
+            return None
+        return analyze_double_descent(self.dir)
+
+    def artifact(self, name: str) -> Any:
+        """An analysis result stored beside the store as ``DIR/analyses/<name>.json``, or None."""
+        path = self.dir / "analyses" / f"{name}.json"
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def first(self, column: str) -> Any:
+        if column in self.runs and len(self.runs):
+            return self.runs[column].iloc[0]
+        return None
+
+
+def double_descent_section(ctx: SweepContext) -> Section | None:
+    dd = ctx.double_descent
+    if not dd or ctx.first("task.kind") in ("text", "markov"):
+        return None
+    family = ctx.first("model.family")
+    n_train = ctx.first("task.train_size")
+    section = Section(title="Double descent")
+    for i, curve in enumerate(dd["curves"]):
+        fixed = ", ".join(f"{k} = {v}" for k, v in curve["fixed"].items())
+        label = f"{ctx.name}" + (f" ({fixed})" if fixed else "")
+        sentences = read_curve(curve, family, int(n_train) if n_train is not None else None)
+        section.sentences.extend(([f"{fixed}:"] if fixed else []) + sentences)
+        ids = set()
+        if curve["points"]:
+            frame = ctx.runs
+            for key, value in curve["fixed"].items():
+                frame = frame[frame[key].astype(str) == str(value)]
+            ids = set(frame["id"])
+            png = plots.double_descent_figure(curve, frame, label)
+            section.figures.append((f"double_descent_{i}.png", png,
+                                    f"Train and {curve['metric'].replace('_', ' ')} vs trainable parameters: "
+                                    f"line = {curve['stat']} over seeds, band = seed range, dots = single runs."))
+        if len(ctx.curves) and ctx.curves["step"].nunique() >= 3 and ids and curve["axis"] in ctx.runs:
+            sub = ctx.curves[ctx.curves["run_id"].isin(ids)]
+            png = plots.curves_over_time_figure(sub, ctx.runs[ctx.runs["id"].isin(ids)], curve["axis"], label)
+            if png:
+                section.figures.append((f"over_time_{i}.png", png,
+                                        "Test metric over training steps, one line per size (mean over seeds)."))
+    section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]],
+                       "sentences": section.sentences}
+    return section
+
+
+def runs_table_section(ctx: SweepContext) -> Section | None:
+    frame = ctx.runs
+    if frame.empty:
+        return None
+    axes = [c for c in frame.columns if ("." in c or c == "seed") and frame[c].astype(str).nunique() > 1]
+    metrics = [m for m in ("train_error", "test_error", "train_loss", "test_loss", "condition_number")
+               if m in frame and frame[m].notna().any()]
+    cols = ["id", "status", *axes, "params", *metrics]
+    if "unstable" in frame:
+        cols.append("unstable")
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+    body = []
+    for _, row in frame[cols].iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, float):
+                text = f"{v:.4g}"
+            else:
+                text = str(v)
+            cls = f' class="status-{html.escape(text)}"' if c == "status" else ""
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    counts = frame["status"].value_counts().to_dict()
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    return Section(title=f"Runs ({len(frame)}: {status})", tables=[table], collapsed=True,
+                   summary={"n_runs": int(len(frame)), "status": {k: int(v) for k, v in counts.items()}})
+
+
+BUILDERS: list[Callable[[SweepContext], Section | None]] = [double_descent_section, runs_table_section]

@@ -1,0 +1,169 @@
+"""Train one language model: random windows of a token stream, next-token cross-entropy.
+
+Batches are ``batch_size`` windows of ``context + 1`` tokens at offsets drawn uniformly from
+the run's ``batches`` stream (:func:`window_offsets`, a pure function of the stream length,
+context, batch size, steps and seed, so a fused engine can draw the very same windows). A step
+therefore sees ``batch_size × context`` training tokens; ``metrics["tokens"]`` counts them.
+
+Losses are in nats per token, averaged over every position of every window (a position t
+predicts token t + 1 from the t + 1 tokens before it). They are measured on a fixed set of
+windows per split (:func:`eval_offsets`): the split tiled by consecutive non-overlapping
+windows from its start, or, when that would exceed ``EVAL_TOKENS`` predicted tokens,
+``EVAL_TOKENS // context`` windows evenly spaced over the whole split. The same windows are
+used at every evaluation of every run with that context, so curves and runs compare exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from overparam.data.base import TaskData
+from overparam.errors import DataError, SpecError
+from overparam.models.base import generator
+from overparam.train.batches import eval_steps
+from overparam.train.health import flag
+from overparam.train.optim import build_optimizer, lr_at
+from overparam.train.result import TrainResult
+
+EVAL_TOKENS = 32_768  # predicted tokens per split per evaluation (the same windows for every run)
+EVAL_BATCH_TOKENS = 16_384  # tokens per forward pass during evaluation (bounds memory)
+
+
+def default_lr(d_model: int) -> float:
+    """Adam(W) peak lr for a width: 2e-3 at d_model = 128, ∝ 1/d_model, capped at 1e-2.
+
+    ``train_lm`` uses ``train.lr`` as given, one value for every width of a sweep. This helper is
+    the rule for choosing it: Adam's update size is per coordinate, so a hidden matmul's output
+    moves ∝ d_model·lr, and lr ∝ 1/d_model keeps that fixed as width grows (the μP rule for hidden
+    weights, Yang et al. 2022). The constant was tuned by a short sweep on the embedded corpus
+    (2 layers, context 64, 300 steps of 32 windows with warmup and cosine decay). Across the factor
+    of 2–4 in d_model of a CPU sweep, one fixed lr from this rule at the middle width is within
+    a few percent of each size's best loss.
+    """
+    return min(1e-2, 2e-3 * 128 / d_model)
+
+
+def window_offsets(n_tokens: int, context: int, batch_size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
+    """``steps`` int64 tensors of ``batch_size`` window starts, uniform in [0, n_tokens − context − 1].
+
+    Drawn from ``generator(seed, "batches")``; window ``o`` is ``tokens[o : o + context + 1]``.
+    """
+    if n_tokens < context + 1:
+        raise ValueError(f"{n_tokens} tokens cannot hold a window of {context + 1}")
+    gen = generator(seed, "batches")
+    for _ in range(steps):
+        yield torch.randint(0, n_tokens - context, (batch_size,), generator=gen)
+
+
+def eval_offsets(n_tokens: int, context: int, max_tokens: int = EVAL_TOKENS) -> torch.Tensor:
+    """The fixed evaluation windows of a split (see the module docstring)."""
+    fit = (n_tokens - 1) // context  # non-overlapping windows of context + 1 tokens, sharing ends
+    keep = max(1, min(fit, max_tokens // context))
+    if keep == fit:
+        return torch.arange(fit, dtype=torch.int64) * context
+    return torch.linspace(0, n_tokens - context - 1, keep, dtype=torch.float64).round().to(torch.int64)
+
+
+def windows(tokens: torch.Tensor, offsets: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets, each (B, context), of the windows starting at ``offsets``."""
+    idx = offsets.to(tokens.device)[:, None] + torch.arange(context + 1, device=tokens.device)  # (B, T+1)
+    w = tokens[idx]  # (B, T+1)
+    return w[:, :-1], w[:, 1:]
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats over all (B, T) positions."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+@torch.no_grad()
+def mean_loss(model: torch.nn.Module, tokens: torch.Tensor, offsets: torch.Tensor, context: int) -> float:
+    """Mean loss over the windows at ``offsets``, in chunks of ``EVAL_BATCH_TOKENS``."""
+    was_training = model.training
+    model.eval()
+    per = max(1, EVAL_BATCH_TOKENS // context)
+    total = 0.0
+    for start in range(0, len(offsets), per):
+        x, y = windows(tokens, offsets[start:start + per], context)
+        total += float(lm_loss(model(x), y)) * y.numel()
+    model.train(was_training)
+    return total / (len(offsets) * context)
+
+
+def _check_lengths(task: TaskData, context: int) -> None:
+    source = task.info.get("source") or task.info.get("name") or "the corpus"
+    for split, tokens in (("training", task.tokens_train), ("validation", task.tokens_test)):
+        if len(tokens) < context + 1:
+            raise DataError(f"{source}: too short for model.context = {context}: the {split} split has "
+                            f"{len(tokens)} tokens, a window needs {context + 1}")
+
+
+def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], device: torch.device,
+             dtype: torch.dtype) -> TrainResult:
+    """Next-token training with the recipe's optimizer, warmup + schedule, clipping, NaN detection.
+
+    A non-finite loss or gradient norm stops the run as ``diverged`` (metrics: the last finite
+    evaluation plus ``diverged_at``), as in ``train.loop``. Metrics: ``train_loss`` and
+    ``test_loss`` (nats/token, on the fixed windows), ``train_error`` = ``test_error`` = None
+    (a language model has no error rate), ``tokens`` (training tokens seen), ``entropy_rate``
+    when the task knows its irreducible loss (``markov``), ``param_norm``, ``unstable``.
+    """
+    train, seed, context = config["train"], config["seed"], config["model"].get("context")
+    if context is None:
+        raise SpecError(f"model.family: {config['model']['family']!r} is not a language model "
+                        f"(language tasks need family gpt)")
+    if train["optimizer"] == "gd":
+        raise SpecError("train.optimizer: gd (full batch) does not apply to a language model; use sgd, "
+                        "adam or adamw with train.batch_size windows")
+    _check_lengths(task, context)
+    tokens_train = torch.as_tensor(task.tokens_train, dtype=torch.int64, device=device)
+    tokens_test = torch.as_tensor(task.tokens_test, dtype=torch.int64, device=device)
+    eval_train = eval_offsets(len(tokens_train), context)
+    eval_test = eval_offsets(len(tokens_test), context)
+    model = model.to(device=device, dtype=dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(params, train)
+    steps, batch = train["steps"], train["batch_size"]
+    checkpoints = set(eval_steps(steps, train["eval_every"], train["eval_log_points"]))
+
+    def evaluate(step: int) -> dict[str, Any]:
+        return {"train_loss": mean_loss(model, tokens_train, eval_train, context),
+                "test_loss": mean_loss(model, tokens_test, eval_test, context),
+                "train_error": None, "test_error": None, "tokens": step * batch * context}
+
+    curve: list[tuple[int, dict[str, Any]]] = []
+    if 0 in checkpoints:
+        curve.append((0, evaluate(0)))
+    torch.manual_seed(seed)  # dropout masks: the only draw from the global stream
+    model.train()
+    step = 0
+    for step, offsets in enumerate(window_offsets(len(tokens_train), context, batch, steps, seed), start=1):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step - 1, train)
+        x, y = windows(tokens_train, offsets, context)
+        loss = lm_loss(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, train["clip"]) if train["clip"] is not None else None
+        if not math.isfinite(float(loss.detach())) or (norm is not None and not math.isfinite(float(norm))):
+            last = dict(curve[-1][1]) if curve else {}
+            last["diverged_at"] = step
+            return TrainResult("diverged", last, curve, None, f"non-finite loss at step {step}")
+        opt.step()
+        if step in checkpoints:
+            curve.append((step, evaluate(step)))
+    metrics = dict(curve[-1][1])
+    if not all(math.isfinite(v) for v in (metrics["train_loss"], metrics["test_loss"])):
+        metrics["diverged_at"] = step
+        return TrainResult("diverged", metrics, curve, None, "non-finite loss at the final evaluation")
+    if task.info.get("entropy_rate") is not None:
+        metrics["entropy_rate"] = float(task.info["entropy_rate"])
+    metrics["param_norm"] = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
+    flag(metrics, curve)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return TrainResult("done", metrics, curve, state)
