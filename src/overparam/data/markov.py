@@ -12,7 +12,8 @@ closed classes; we keep the largest (ties: the one holding the smallest state) a
 stream's start state from its π, so both streams are stationary from the first token and H
 is exactly the expected log-loss of the true model: the E of a scaling fit
 ``L(N, D) = E + A/N^α + B/D^β`` (Hoffmann et al. 2022). A model whose context is longer than
-``order`` can reach it (except on a window's first ``order`` positions).
+``order`` can reach it, except on the first ``order − 1`` positions of a window, which see less
+than a full state (a cost of at most (order − 1)/context of the gap to the unigram entropy).
 
 π solves π = πP: dense LU for up to ``DENSE_STATES`` recurrent states, otherwise power
 iteration on the lazy chain (P + I)/2 (same π, aperiodic) to an L1 residual ‖πP − π‖₁ below

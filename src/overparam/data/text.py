@@ -96,7 +96,7 @@ def decode_file(path: Path) -> str:
     if nul >= 0:
         raise DataError(f"{path}: binary file (NUL byte at offset {nul}), expected UTF-8 text")
     if raw:
-        control = sum(raw.count(bytes([c])) for c in (*range(1, 9), 14, *range(15, 32), 127) if c != 12)
+        control = sum(raw.count(bytes([c])) for c in (*range(1, 9), *range(14, 32), 127))
         if control > BINARY_CONTROL_FRACTION * len(raw):
             raise DataError(f"{path}: binary file ({control / len(raw):.0%} control bytes), expected "
                             f"UTF-8 text")
@@ -139,10 +139,10 @@ def tokenize(text: str, tokenizer: str, vocab_size: int, val_fraction: float) ->
     if tokenizer == "byte":
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64), 256, {}
     if tokenizer == "char":
-        chars = sorted(set(text))
-        lookup = {c: i for i, c in enumerate(chars)}
-        ids = np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text))
-        return ids, len(chars), {"chars": "".join(chars)}
+        points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)  # one code point per character
+        chars = np.unique(points)  # sorted code points = sorted(set(text))
+        ids = np.searchsorted(chars, points).astype(np.int64)
+        return ids, len(chars), {"chars": "".join(map(chr, chars.tolist()))}
     bpe = _train_bpe(text[:int(len(text) * (1 - val_fraction))], vocab_size)
     ids = np.asarray(bpe.encode(text).ids, dtype=np.int64)
     return ids, bpe.get_vocab_size(), {"tokenizer_json": bpe.to_str()}
@@ -180,5 +180,5 @@ def load(opts: dict[str, Any]) -> TaskData:
     info = {"name": "text", "source": source, "tokenizer": opts["tokenizer"], "n_chars": len(text),
             "n_train": len(train), "n_test": len(val), "n_train_available": n_train_all,
             "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), **extra}
-    return TaskData(kind="lm", tokens_train=np.ascontiguousarray(train), tokens_test=np.ascontiguousarray(val),
-                    vocab_size=vocab, info=info)
+    return TaskData(kind="lm", tokens_train=np.ascontiguousarray(train),
+                    tokens_test=np.ascontiguousarray(val), vocab_size=vocab, info=info)

@@ -77,7 +77,7 @@ class CausalSelfAttention(nn.Module):
         return self.resid_drop(self.proj(y))
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Attention weights (B, nh, T, T) for interpretability: softmax(qkᵀ/√hs) under the causal mask."""
+        """Weights (B, nh, T, T) of this layer given its input x (B, T, d): softmax(qkᵀ/√hs), causal."""
         B, T, C = x.shape
         q, k, _ = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -136,6 +136,12 @@ class GPT(nn.Module):
             states.append(x)
         return states
 
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's attention weights (B, nh, T, T) on ``idx``: for ``overparam attention``."""
+        states = self.hidden_states(idx)
+        return [block.attn.attention(block.ln1(h)) for block, h in zip(self.blocks, states, strict=False)]
+
     def unembed(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ln_f(x)  # (B, T, d)
         return F.linear(x, self.wte.weight) if self.head is None else self.head(x)  # (B, T, V)
@@ -160,7 +166,7 @@ def _config(cfg: dict[str, Any], shape: Shape, dropout: float = 0.0) -> GPTConfi
 
 
 def build(cfg: dict[str, Any], shape: Shape, seed: int, dropout: float = 0.0) -> nn.Module:
-    """A GPT with GPT-2's init drawn from ``generator(seed, "init")`` in parameter order."""
+    """A GPT with GPT-2's init drawn from ``generator(seed, "init")`` in module order."""
     c = _config(cfg, shape, dropout)
     model = GPT(c)
     gen = generator(seed, "init")

@@ -1,16 +1,48 @@
 """Which runs train together. A group is the unit an executor schedules (locally or on Ray).
 
-Without fusion every run is its own group; the fused engine (``overparam.train.fused``)
-groups runs that share data and batch order into one program when that pays.
+Runs fuse (``overparam.train.fused``) when they share task inputs, model shape (all but the
+width), optimizer, steps, batch size, evaluation schedule and dtype (``layout.fuse_key``);
+they may differ in width, seed, lr, weight decay, momentum, schedule, dropout, clipping and
+label-noise draw. Closed-form runs and families without a fused engine never fuse.
+
+``--fuse off``: every run alone (the reference). ``on``: every fusable class fused (split only
+to bound memory). ``auto``: fused where the cost model below predicts it pays.
+
+Cost model (seconds per optimizer step, B = batch, F = training FLOPs per example):
+
+    loop   Σ_i ( LOOP_STEP + B·F_i / RATE )
+    fused  GROUP_STEP + buckets · BUCKET_STEP + Σ_i B·F_i^padded / RATE
+
+A group fuses when fused ≤ ``MARGIN`` × loop. The constants were measured with
+``benchmarks/sweep_speed.py`` on the 2-core CPU this was developed on (docs/fused.md has the
+table): a loop step of a small MLP costs ≈ 0.6 ms of fixed overhead (forward, backward,
+single-tensor Adam, the NaN check); a fused bucket ≈ 0.15 ms. With these numbers fusion pays
+for any group of two or more small members, and for large members is a wash (the padded
+FLOPs of the grid stay under 25 %, and members above ``EXACT_PARAMS`` are not padded): auto
+then declines only when padding or memory would cost more than the overhead it removes.
 """
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from overparam.data.base import TaskData
 from overparam.spec import Run
+
+# Calibrated on CPU (see module doc); CUDA numbers are launch-bound estimates (kernel ≈ 5 µs,
+# a loop step ≈ 60 launches, a graphed fused step ≈ one launch plus 20 kernels per bucket).
+COST = {
+    "cpu": {"LOOP_STEP": 6e-4, "GROUP_STEP": 1e-3, "BUCKET_STEP": 1.5e-4, "RATE": 4e10},
+    "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 5e-5, "BUCKET_STEP": 1e-5, "RATE": 5e13},
+}
+MARGIN = 0.9  # fuse only for a predicted gain of at least 10 %: the model is coarse
+GROUP_MEMORY = {"cpu": 2 << 30, "cuda": None}  # bytes per fused group; CUDA: 40 % of the device
+MAX_MEMBERS = 1024  # per group: bounds per-step host work (dropout draws, batch stacking)
 
 
 @dataclass
@@ -19,6 +51,103 @@ class Group:
     fused: bool = False
 
 
-def plan_groups(runs: list[Run], fuse: str, device: torch.device) -> list[Group]:
-    """Groups for ``runs`` under ``--fuse auto|on|off``."""
-    return [Group([run]) for run in runs]
+def plan_groups(runs: list[Run], fuse: str, device: torch.device,
+                tasks: Callable[[str], TaskData] | None = None) -> list[Group]:
+    """Groups for ``runs`` under ``--fuse auto|on|off``, in the order runs first appear.
+
+    ``tasks`` maps a task key (``sweep.plan.task_key``) to its data; without it tasks are
+    loaded here (the cost model needs input and output sizes).
+    """
+    if fuse not in ("auto", "on", "off"):
+        raise ValueError(f"fuse: expected auto, on or off, got {fuse!r}")
+    if fuse == "off":
+        return [Group([run]) for run in runs]
+    from overparam.train.fused.layout import fusable, fuse_key
+
+    classes: dict[str, list[Run]] = defaultdict(list)
+    groups: list[Group] = []
+    for run in runs:
+        if fusable(run.config) and run.config["task"]["kind"] != "lm":
+            classes[fuse_key(run.config)].append(run)
+        else:
+            groups.append(Group([run]))
+    load = tasks or _task_loader()
+    for members in classes.values():
+        task = load(_task_key(members[0]))
+        for chunk in _chunks(members, task, device):
+            if len(chunk) > 1 and (fuse == "on" or pays(chunk, task, device)):
+                groups.append(Group(chunk, fused=True))
+            else:
+                groups.extend(Group([run]) for run in chunk)
+    first = {run.id: i for i, run in enumerate(runs)}
+    return sorted(groups, key=lambda g: min(first[r.id] for r in g.runs))
+
+
+def _task_key(run: Run) -> str:
+    from overparam.sweep.plan import task_key
+
+    return task_key(run.config)
+
+
+def _task_loader() -> Callable[[str], TaskData]:
+    from overparam.data import load_task
+
+    cache: dict[str, TaskData] = {}
+
+    def load(key: str) -> TaskData:
+        if key not in cache:
+            cache[key] = load_task(json.loads(key))
+        return cache[key]
+
+    return load
+
+
+def _chunks(members: list[Run], task: TaskData, device: torch.device) -> list[list[Run]]:
+    """Split a fusable class so that each group's memory stays bounded (widest members first)."""
+    from overparam.sweep.plan import memory_estimate
+    from overparam.train.fused.layout import MAX_WASTE
+
+    limit = GROUP_MEMORY.get(device.type)
+    if limit is None:
+        limit = int(0.4 * torch.cuda.get_device_properties(device).total_memory) if device.type == "cuda" \
+            else GROUP_MEMORY["cpu"]
+    need = {run.id: MAX_WASTE * memory_estimate(run.config, task) for run in members}
+    chunks: list[list[Run]] = [[]]
+    used = 0.0
+    for run in sorted(members, key=lambda r: -need[r.id]):
+        if chunks[-1] and (used + need[run.id] > limit or len(chunks[-1]) >= MAX_MEMBERS):
+            chunks.append([])
+            used = 0.0
+        chunks[-1].append(run)
+        used += need[run.id]
+    return chunks
+
+
+def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[float, float]:
+    """(loop, fused) predicted seconds per optimizer step of ``runs`` (see the module doc)."""
+    from overparam.models import family_module
+    from overparam.train.fused.layout import padded_width, plan_layout
+    from overparam.train.run import shape_of
+
+    c = COST.get(device.type, COST["cuda"])
+    shape = shape_of(task)
+    configs = [r.config for r in runs]
+    train = configs[0]["train"]
+    batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
+    family = family_module(configs[0]["model"]["family"])
+
+    def flops(config, width=None) -> float:
+        model = config["model"] if width is None else {**config["model"], "width": width}
+        return float(family.flops_per_example(model, shape)) * batch
+
+    loop = sum(c["LOOP_STEP"] + flops(cfg) / c["RATE"] for cfg in configs)
+    buckets = len(plan_layout(configs, shape, device.type).buckets)
+    padded = sum(flops(cfg, padded_width(cfg, shape, device.type)) for cfg in configs)
+    fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + padded / c["RATE"]
+    return loop, fused
+
+
+def pays(runs: list[Run], task: TaskData, device: torch.device) -> bool:
+    """True when the fused step is predicted at least 10 % faster than the loop's steps."""
+    loop, fused = step_costs(runs, task, device)
+    return fused <= MARGIN * loop

@@ -1,0 +1,137 @@
+"""Fused vs per-model training time on the same sweep, in the same process.
+
+    python benchmarks/sweep_speed.py [--quick] [--configs sweep64,seeds256] [--device cpu]
+
+For each config: the per-model loop (what ``--fuse off`` runs: ``train_run`` one run after
+another), the fused engine (``--fuse on``'s groups), their ratio, and model-FLOP utilization
+(the runs' training FLOPs, as the families count them, per second, over the fp32 matmul peak
+measured in this process; on a GPU also bf16 autocast against the bf16 peak). ``auto`` says
+what ``--fuse auto`` would choose. The last line holds the ratios alone.
+
+Configs (digits: 64 inputs, 10 classes, 1000 training examples; batch 128; Adam):
+  sweep64   64 one-hidden-layer MLPs, widths geometric 8…4096, 200 steps
+  seeds256  256 MLPs of width 64 that differ only in seed (init and batch order), 200 steps
+Timings on a shared machine are noisy: ``--repeat`` keeps the best of several alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+
+from overparam.data import load_task
+from overparam.spec import Spec
+from overparam.sweep.grouping import plan_groups
+from overparam.train.fused import train_group
+from overparam.train.run import resolve_device, run_size, train_run
+
+TASK = {"kind": "digits", "train_size": 1000}
+
+
+def config_spec(name: str, steps: int) -> dict[str, Any]:
+    train = {"optimizer": "adam", "lr": 1e-3, "steps": steps, "batch_size": 128}
+    if name == "sweep64":
+        return {"name": name, "task": TASK, "model": {"family": "mlp", "depth": 1},
+                "vary": {"model.width": {"geometric": [8, 4096], "count": 64}}, "train": train}
+    if name == "seeds256":
+        return {"name": name, "task": TASK, "model": {"family": "mlp", "depth": 1, "width": 64},
+                "vary": {"seed": list(range(256))}, "train": train}
+    if name == "small64":  # the issue's "sweeps of small members (width <= 128)"
+        return {"name": name, "task": TASK, "model": {"family": "mlp", "depth": 1},
+                "vary": {"model.width": {"geometric": [2, 128], "count": 64}}, "train": train}
+    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, small64; gpt8 comes later)")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
+    """Best-of-``reps`` FLOP/s of an n×n matmul: the ceiling MFU is measured against."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b
+    sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * n**3 / best
+
+
+def time_loop(runs, task, device) -> float:
+    start = time.perf_counter()
+    for run in runs:
+        train_run(run.config, task, device)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def time_fused(groups, task, device, autocast: str | None = None) -> float:
+    start = time.perf_counter()
+    for group in groups:
+        if group.fused:
+            train_group([r.config for r in group.runs], task, device, autocast=autocast)
+        else:
+            train_run(group.runs[0].config, task, device)
+    sync(device)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="30 steps instead of 200 (CPU)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--configs", default="sweep64,seeds256")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate loop/fused this many times, keep best")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    steps = args.steps or (30 if args.quick else 200)
+    peak32 = matmul_peak(device, torch.float32)
+    peak16 = matmul_peak(device, torch.bfloat16) if device.type == "cuda" else None
+    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"fp32 matmul peak {peak32 / 1e9:.1f} GFLOP/s"
+          + (f", bf16 {peak16 / 1e12:.1f} TFLOP/s" if peak16 else "") + f"; {steps} steps")
+    header = f"{'config':<10} {'runs':>5} {'groups':>7} {'auto':>9} {'loop s':>8} {'fused s':>8} " \
+             f"{'ratio':>6} {'MFU loop':>9} {'MFU fused':>10}"
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for name in args.configs.split(","):
+        spec = Spec(config_spec(name, steps))
+        runs = spec.runs()
+        task = load_task(runs[0].config["task"])
+        flops = sum(run_size(r.config, task)[1] for r in runs)
+        groups = plan_groups(runs, "on", device, tasks=lambda _key: task)
+        auto = plan_groups(runs, "auto", device, tasks=lambda _key: task)
+        fused_auto = sum(len(g.runs) for g in auto if g.fused)
+        loop_s = fused_s = float("inf")
+        for _ in range(args.repeat):
+            loop_s = min(loop_s, time_loop(runs, task, device))
+            fused_s = min(fused_s, time_fused(groups, task, device))
+        ratio = loop_s / fused_s
+        ratios.append(f"{name}={ratio:.2f}x")
+        print(f"{name:<10} {len(runs):>5} {sum(g.fused for g in groups):>7} {f'{fused_auto}/{len(runs)}':>9} "
+              f"{loop_s:>8.2f} {fused_s:>8.2f} {ratio:>5.2f}x {flops / loop_s / peak32:>8.1%} "
+              f"{flops / fused_s / peak32:>9.1%}")
+        if peak16:
+            bf16_s = time_fused(groups, task, device, autocast="bf16")
+            ratios.append(f"{name}-bf16={loop_s / bf16_s:.2f}x")
+            print(f"{name + '-bf16':<10} {'':>5} {'':>7} {'':>9} {'':>8} {bf16_s:>8.2f} "
+                  f"{loop_s / bf16_s:>5.2f}x {'':>9} {flops / bf16_s / peak16:>9.1%} (of bf16 peak)")
+    print("ratios: " + " ".join(ratios))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Broken neural scaling law (Caballero, Gupta, Rish, Krueger 2022, "Broken Neural Scaling Laws", eq. 1).
+
+    y = a + b x^(-c0) Π_{i=1..n} (1 + (x / d_i)^(1/f_i))^(-c_i f_i)
+
+Each break i bends the log-log slope from -(c0 + … + c_{i-1}) to -(c0 + … + c_i) around x = d_i, with
+sharpness 1/f_i. Slopes of either sign are allowed, so a curve may rise and then fall (a double-descent
+bump); that is what a single power law cannot fit. Log form, with a = exp(la), b = exp(lb),
+d_i = exp(ld_i), f_i = exp(lf_i), z_i = (log x - ld_i) / f_i and softplus(z) = log(1 + e^z):
+
+    log y = LSE(la, lb - c0 log x - Σ_i c_i f_i softplus(z_i))
+
+fitted by least squares on log residuals (Levenberg-Marquardt, analytic Jacobian) from a grid of
+starts: break positions at quantiles of log x, a few slopes and sharpnesses.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from overparam.analysis.scaling.base import ScalingLawFitter, best_of
+from overparam.analysis.scaling.power import check_x, lm_solve
+from overparam.errors import OverparamError
+
+
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+class BrokenPowerLawFitter(ScalingLawFitter):
+    """BNSL with ``breaks`` breaks in one variable ``x`` (params, tokens or flops)."""
+
+    law = "bnsl"
+
+    def __init__(self, x: str = "params", breaks: int = 1, bootstrap: int = 0, seed: int = 0) -> None:
+        self.x = x
+        self.breaks = breaks
+        self.bootstrap = bootstrap
+        self.seed = seed
+
+    @property
+    def param_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        per = [(f"c{i}", f"d{i}", f"f{i}") for i in range(1, int(self.breaks) + 1)]
+        return ("a", "b", "c0", *itertools.chain(*per))
+
+    @property
+    def x_column(self) -> str:  # type: ignore[override]
+        return self.x
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        check_x(self.x)
+        if not isinstance(self.breaks, (int, np.integer)) or not 1 <= self.breaks <= 3:
+            raise OverparamError(f"breaks must be 1, 2 or 3, got {self.breaks!r}")
+
+    def _log_curve(self, theta, lx):
+        """(log y, T, z, f): T = the power-law term's log, z (breaks, n) and f (breaks,) as above."""
+        la, lb, c0 = theta[:3]
+        c, ld, lf = theta[3::3], theta[4::3], theta[5::3]
+        f = np.exp(np.clip(lf, -20.0, 20.0))  # sharpness 1/f: beyond e^±20 the break is a kink/flat
+        z = (lx[None] - ld[:, None]) / f[:, None]
+        t = lb - c0 * lx - (c[:, None] * f[:, None] * _softplus(z)).sum(0)
+        return np.logaddexp(la, t), t, z, f
+
+    def _jacobian(self, theta, lx):
+        la = theta[0]
+        c = theta[3::3]
+        _, t, z, f = self._log_curve(theta, lx)
+        w = expit(t - la)  # weight of the power-law term against the offset a
+        cols = [1 - w, w, -w * lx]
+        sp, sg = _softplus(z), expit(z)
+        for i in range(len(c)):
+            cols += [-w * f[i] * sp[i], w * c[i] * sg[i], -w * c[i] * f[i] * (sp[i] - z[i] * sg[i])]
+        return np.stack(cols, axis=1)
+
+    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+        lx, ly = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
+
+        def residual(theta):
+            return self._log_curve(theta, lx)[0] - ly
+
+        def solve(x0, max_nfev=2000):
+            return lm_solve(residual, lambda th: self._jacobian(th, lx), x0, max_nfev)
+
+        if start is not None:
+            return best_of(start[None], solve)
+        # a short run from every start, then the 3 best continued to convergence
+        return best_of(self._starts(lx, ly), lambda x0: solve(x0, 10 * len(x0)), polish=solve)
+
+    def _starts(self, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
+        """Breaks at quantiles of log x; slopes and sharpness from small grids; a below the minimum."""
+        k = int(self.breaks)
+        la = np.log(0.5) + ly.min()
+        qs = np.quantile(lx, np.linspace(0.15, 0.85, 4))
+        i0 = int(np.argmin(lx))
+        rows = []
+        for c0, c1, lf in itertools.product((-0.5, 0.1, 0.5), (-0.5, 0.3, 1.0), (np.log(0.3), 0.0)):
+            for ld in itertools.combinations(qs, k):
+                theta = [la, 0.0, c0]
+                for i in range(k):
+                    theta += [c1 if i == 0 else 0.3, ld[i], lf]
+                theta = np.array(theta)
+                # lb so that the curve passes through the point of smallest x
+                t0 = self._log_curve(theta, lx[i0:i0 + 1])[1][0]
+                y0 = np.exp(ly[i0]) - np.exp(la)
+                theta[1] = np.log(max(y0, 1e-3 * np.exp(ly.min()))) - t0
+                rows.append(theta)
+        return np.array(rows)
+
+    def min_points(self) -> int:
+        return 3 + 3 * int(self.breaks)
+
+    def _predict(self, theta, data):
+        return np.exp(self._log_curve(theta, np.log(data[self.x].to_numpy()))[0])
+
+    @np.errstate(over="ignore")  # a break far beyond the data: d = inf, printed as null
+    def _named(self, theta):
+        out = {"a": float(np.exp(theta[0])), "b": float(np.exp(theta[1])), "c0": float(theta[2])}
+        for i in range(int(self.breaks)):
+            c, ld, lf = theta[3 + 3 * i: 6 + 3 * i]
+            f = np.exp(np.clip(lf, -20.0, 20.0))
+            out |= {f"c{i + 1}": float(c), f"d{i + 1}": float(np.exp(ld)), f"f{i + 1}": float(f)}
+        return out
+
+    def size_curve(self, x: np.ndarray) -> np.ndarray:
+        """y as a function of the fitted variable."""
+        self._check_fitted()
+        x = np.asarray(x, float)
+        return np.exp(self._log_curve(self.theta_, np.log(x.ravel()))[0]).reshape(x.shape)

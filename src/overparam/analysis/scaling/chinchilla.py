@@ -1,0 +1,270 @@
+"""Chinchilla Approach 3, fitted the way Besiroglu et al. 2024 refit it, and compute-optimal allocation.
+
+Law (Hoffmann et al. 2022, eq. 2): L(N, D) = E + A / N^α + B / D^β.
+
+Fit (Besiroglu, Erdil, Barnett, You 2024, "Chinchilla Scaling: A replication attempt", §2): log-sum-exp
+form log L̂ = LSE(a - α log N, b - β log D, e) with A = exp(a), B = exp(b), E = exp(e); minimize
+Σ_i Huber_δ(log L̂_i - log L_i), δ = 1e-3, with L-BFGS from every point of the grid α, β ∈ {0, 0.5, …, 2},
+e ∈ {-1, -0.5, …, 1}, a, b ∈ {0, 5, …, 25} (4,500 starts) and keep the best.
+Huber_δ(r) = r²/2 if |r| <= δ else δ(|r| - δ/2); written c (r - c/2) with c = clip(r, -δ, δ).
+
+How it is made fast (measured numbers in ``benchmarks/fit_speed.py``):
+
+- All 4,500 starts run *together* through a batched L-BFGS (``lbfgs.py``): one numpy evaluation of the
+  objective and gradient on a (starts, points) array per iteration, instead of one scipy call per start.
+  The evaluation is bound by exp/log (2 exp + 1 log1p per point and start), so it uses
+  log L̂ = e + log1p(exp(a - e - α log N) + exp(b - e - β log D)), one exp fewer than the max-shifted LSE;
+  an overflow gives f = inf, which the line search rejects.
+- A start whose objective falls by less than ``stall_rtol`` (1 + f) over ``stall_window`` iterations is
+  stopped. These are starts where a term has vanished (A/N^α ≈ 0: the fit is a constant) and L-BFGS
+  crawls along the plateau at ~20x the best objective; running them to ``max_iter`` changes nothing
+  but doubles the time (measured on the Chinchilla points: same optimum to the last digit either way).
+- Bootstrap: each resample is a weight vector (counts) over the original points, so all resamples are
+  one batch too. Each starts from (i) the full-data optimum, (ii) the next-best distinct local minima
+  of the full-data search, (iii) the grid point that is best *for that resample*, found for all
+  resamples at once as W @ H.T (W: resample counts, H: Huber loss of every grid start at every point).
+  Starting every resample from all 4,500 grid points would cost ~1,000x the full fit.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from overparam.analysis.scaling.base import ScalingLawFitter
+from overparam.analysis.scaling.lbfgs import minimize_batched
+from overparam.errors import OverparamError
+
+DELTA = 1e-3  # Huber δ on log residuals (Besiroglu et al. 2024)
+_CHUNK = 512  # starts per block of the objective: keeps the (block, points) temporaries in cache
+
+
+def besiroglu_grid() -> np.ndarray:
+    """The 4,500 starts of Besiroglu et al. 2024, as rows (a, b, e, α, β)."""
+    ab = np.arange(0.0, 30.0, 5.0)
+    e = np.arange(-1.0, 1.5, 0.5)
+    exps = np.arange(0.0, 2.5, 0.5)
+    return np.array(list(itertools.product(ab, ab, e, exps, exps)))
+
+
+def huber_terms(theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, ll: np.ndarray, delta: float):
+    """Per start and point: Huber loss h, clipped residual c, weights p1, p2 of the N and D terms.
+
+    theta (k, 5) rows (a, b, e, α, β); ln, ld, ll (n,) logs of N, D, L, whose dtype sets the
+    arithmetic's. Returns arrays (k, n).
+    """
+    a, b, e, alpha, beta = theta.astype(ln.dtype).T
+    with np.errstate(over="ignore", invalid="ignore"):
+        u1 = np.multiply.outer(-alpha, ln)
+        u1 += (a - e)[:, None]
+        np.exp(u1, out=u1)  # A N^-α / E
+        u2 = np.multiply.outer(-beta, ld)
+        u2 += (b - e)[:, None]
+        np.exp(u2, out=u2)  # B D^-β / E
+        s = u1 + u2
+        s += 1.0
+        r = np.log(s)  # log(1 + s) loses only absolute precision ~eps, as log1p would; it is cheaper
+        r += e[:, None] - ll  # log L̂ - log L
+        c = np.clip(r, -delta, delta)
+        r -= 0.5 * c
+        r *= c  # Huber loss
+        u1 /= s  # ∂ log L̂ / ∂a
+        u2 /= s  # ∂ log L̂ / ∂b
+    return r, c, u1, u2
+
+
+def objective(theta, ln, ld, ll, weights, delta):
+    """Σ_i w_i Huber_δ(r_i) / δ and its gradient in (a, b, e, α, β); weights (k, n) or (n,).
+
+    Returned in float64 whatever the arithmetic's dtype. Dividing by δ puts the objective near 1,
+    where L-BFGS's tolerances are meaningful.
+    """
+    h, c, p1, p2 = huber_terms(theta, ln, ld, ll, delta)
+    with np.errstate(invalid="ignore"):  # inf * 0 weight: nan, rejected by the line search
+        h *= weights
+        c *= weights / delta
+    f = h.sum(axis=1, dtype=float) / delta
+    p1 *= c
+    p2 *= c
+    s1, s2 = p1.sum(1, dtype=float), p2.sum(1, dtype=float)
+    g = np.stack([s1, s2, c.sum(1, dtype=float) - s1 - s2, -(p1 @ ln), -(p2 @ ld)], axis=1)
+    return f, g.astype(float)
+
+
+def _batched_objective(ln, ld, ll, weights, rows, delta, dtype=np.float64):
+    """fun(x, idx) for minimize_batched: problem idx uses weights[rows[idx]] (one row per resample)."""
+    ln, ld, ll, weights = (np.asarray(v, dtype) for v in (ln, ld, ll, weights))
+
+    def fun(x, idx):
+        fs, gs = [], []
+        for lo in range(0, len(x), _CHUNK):
+            sl = slice(lo, lo + _CHUNK)
+            w = weights[0] if len(weights) == 1 else weights[rows[idx[sl]]]
+            f, g = objective(x[sl], ln, ld, ll, w, delta)
+            fs.append(f)
+            gs.append(g)
+        return np.concatenate(fs), np.concatenate(gs)
+
+    return fun
+
+
+def _logs(data: pd.DataFrame):
+    return tuple(np.log(data[c].to_numpy()) for c in ("params", "tokens", "loss"))
+
+
+class ChinchillaFitter(ScalingLawFitter):
+    """Approach 3: L = E + A/N^α + B/D^β, Huber on log residuals, batched L-BFGS from a 4,500-point grid.
+
+    ``init``: rows (E, A, B, α, β) to start from instead of the Besiroglu et al. grid.
+    """
+
+    law = "chinchilla"
+    param_names = ("E", "A", "B", "alpha", "beta")
+    x_column = "params"
+
+    def __init__(self, delta: float = DELTA, init=None, search_iter: int = 300, max_iter: int = 2000,
+                 stall_window: int = 20, stall_rtol: float = 1e-4, stall_ratio: float = 1.5,
+                 bootstrap: int = 0, seed: int = 0) -> None:
+        self.delta = delta
+        self.init = init
+        self.search_iter = search_iter
+        self.max_iter = max_iter
+        self.stall_window = stall_window
+        self.stall_rtol = stall_rtol
+        self.stall_ratio = stall_ratio
+        self.bootstrap = bootstrap
+        self.seed = seed
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        if not self.delta > 0:
+            raise OverparamError(f"delta must be > 0, got {self.delta!r}")
+
+    def _starts(self) -> np.ndarray:
+        if self.init is None:
+            return besiroglu_grid()
+        init = np.atleast_2d(np.asarray(self.init, dtype=float))
+        if init.shape[1] != 5 or (init[:, :3] <= 0).any():
+            raise OverparamError("init must be rows (E, A, B, alpha, beta) with E, A, B > 0")
+        E, A, B, alpha, beta = init.T
+        return np.stack([np.log(A), np.log(B), np.log(E), alpha, beta], axis=1)
+
+    def _minimize(self, fun, starts, groups, max_iter):
+        return minimize_batched(fun, starts, max_iter=max_iter, gtol=1e-9, ftol=1e-13,
+                                stall_window=self.stall_window, stall_rtol=self.stall_rtol,
+                                stall_ratio=self.stall_ratio, groups=groups)
+
+    def _search(self, data, starts, weights=None, groups=None):
+        """L-BFGS from every start in float32, then the best per group refined in float64.
+
+        weights (R, n) and groups (k,) map start k to resample groups[k]; None: one group, unit weights.
+        The refinement starts from the best ``refine`` distinct end points of a single group, or from
+        the best end point of each resample. Returns (x (G, 5), f (G,), coarse result).
+        """
+        ln, ld, ll = _logs(data)
+        w = np.ones((1, len(ll))) if weights is None else weights
+        g = np.zeros(len(starts), int) if groups is None else groups
+        coarse = self._minimize(_batched_objective(ln, ld, ll, w, g, self.delta, np.float32), starts, g,
+                                self.search_iter)
+        if groups is None:
+            seeds, seed_groups = _distinct_minima(coarse.x, coarse.fun, keep=8), None
+        else:
+            f = coarse.fun.reshape(len(w), -1)
+            pick = np.arange(len(w)) * f.shape[1] + np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
+            seeds, seed_groups = coarse.x[pick], np.arange(len(w))
+        if seed_groups is None:
+            seed_groups = np.zeros(len(seeds), int)
+        fine = self._minimize(_batched_objective(ln, ld, ll, w, seed_groups, self.delta), seeds, seed_groups,
+                              self.max_iter)
+        return fine.x, fine.fun, coarse
+
+    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+        starts = self._starts() if start is None else np.atleast_2d(start)
+        x, f, coarse = self._search(data, starts)
+        best = int(np.argmin(f))
+        if start is None:
+            near = coarse.fun <= f[best] * (1 + 1e-5) + 1e-9
+            self.search_ = {"starts": len(starts), "objective": float(f[best] * self.delta),
+                            "starts_reaching_best": int(near.sum())}
+            self.local_minima_ = _distinct_minima(x, f, tol=1e-2, keep=3, within=1.5)
+        return x[best]
+
+    def _bootstrap_thetas(self, data: pd.DataFrame, rng: np.random.Generator) -> list[np.ndarray]:
+        ln, ld, ll = _logs(data)
+        n, R = len(data), int(self.bootstrap)
+        W = np.zeros((R, n))
+        np.add.at(W, (np.repeat(np.arange(R), n), rng.integers(0, n, R * n)), 1.0)
+        grid = self._starts()
+        H = np.concatenate([huber_terms(grid[i:i + _CHUNK], ln, ld, ll, self.delta)[0]
+                            for i in range(0, len(grid), _CHUNK)])
+        H = np.where(np.isfinite(H), H, 1e300)
+        best_grid = grid[np.argmin(W @ H.T, axis=1)]  # (R, 5): the best grid start per resample
+        shared = np.repeat(self.local_minima_[None], R, 0)  # full-data optimum, other good minima
+        starts = np.concatenate([shared, best_grid[:, None]], axis=1)  # (R, s, 5)
+        groups = np.repeat(np.arange(R), starts.shape[1])
+        x, _, _ = self._search(data, starts.reshape(-1, 5), W, groups)
+        return list(x)
+
+    def _predict(self, theta, data):
+        a, b, e, alpha, beta = theta
+        n, d = data["params"].to_numpy(), data["tokens"].to_numpy()
+        return np.exp(e) + np.exp(a) * n**-alpha + np.exp(b) * d**-beta
+
+    def _named(self, theta):
+        a, b, e, alpha, beta = (float(v) for v in theta)
+        return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": alpha, "beta": beta}
+
+    def size_curve(self, n: np.ndarray) -> np.ndarray:
+        """L(N) with unlimited data: E + A / N^α."""
+        self._check_fitted()
+        p = self.params_
+        return p["E"] + p["A"] * np.asarray(n, float) ** -p["alpha"]
+
+
+def _distinct_minima(x: np.ndarray, f: np.ndarray, tol: float = 1e-3, keep: int = 8,
+                     within: float = np.inf) -> np.ndarray:
+    """Up to ``keep`` end points, best first, differing pairwise by > tol in some coordinate, with
+    objective <= ``within`` x the best."""
+    out: list[np.ndarray] = []
+    order = np.argsort(np.where(np.isfinite(f), f, np.inf))
+    for i in order:
+        if not np.isfinite(f[i]) or f[i] > within * f[order[0]]:
+            break
+        if all(np.abs(x[i] - y).max() > tol for y in out):
+            out.append(x[i])
+            if len(out) == keep:
+                break
+    return np.array(out)
+
+
+# -- compute-optimal allocation (Hoffmann et al. 2022, Appendix D.2) ----------------------------------
+
+
+def allocation_exponents(p: dict[str, float]) -> dict[str, float]:
+    """a = β/(α+β), b = α/(α+β), G = (αA / (βB))^(1/(α+β)): N_opt = G (C/6)^a, D_opt = (C/6)^b / G."""
+    s = p["alpha"] + p["beta"]
+    return {"a": p["beta"] / s, "b": p["alpha"] / s,
+            "G": (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / s)}
+
+
+def optimal_allocation(p: dict[str, float], flops) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt, D_opt) minimizing L(N, D) subject to 6 N D = C (Hoffmann et al. 2022, eq. 4)."""
+    k = allocation_exponents(p)
+    c6 = np.asarray(flops, float) / 6.0
+    return k["G"] * c6 ** k["a"], c6 ** k["b"] / k["G"]
+
+
+def allocation_for_loss(p: dict[str, float], loss) -> tuple[np.ndarray, np.ndarray]:
+    """Compute-optimal (N, D) whose predicted loss is ``loss`` (nan where loss <= E).
+
+    At the optimum αA/N^α = βB/D^β (Lagrange condition of eq. 4), so L - E = (1 + α/β) A/N^α, giving
+    N = [A (α+β) / (β (L-E))]^(1/α) and D = [B (α+β) / (α (L-E))]^(1/β).
+    """
+    gap = np.asarray(loss, float) - p["E"]
+    gap = np.where(gap > 0, gap, np.nan)
+    s = p["alpha"] + p["beta"]
+    n = (p["A"] * s / (p["beta"] * gap)) ** (1.0 / p["alpha"])
+    d = (p["B"] * s / (p["alpha"] * gap)) ** (1.0 / p["beta"])
+    return n, d

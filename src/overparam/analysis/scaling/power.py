@@ -1,0 +1,153 @@
+"""Single-variable power law with offset, and Kaplan et al.'s joint law in (N, D).
+
+Both are fitted by least squares on log-loss residuals, log L̂ - log L, with Levenberg-Marquardt
+(scipy ``least_squares(method="lm")``, analytic Jacobian) from a small grid of data-scaled starts;
+the lowest cost wins. Fitting in log space weighs a 1 % miss the same at every scale.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+from scipy.special import expit
+
+from overparam.analysis.scaling.base import ScalingLawFitter, best_of
+from overparam.errors import OverparamError
+
+X_COLUMNS = {"params": "params", "tokens": "tokens", "flops": "flops"}
+
+
+def lm_solve(residual, jacobian, x0: np.ndarray, max_nfev: int = 2000) -> tuple[float, np.ndarray]:
+    """Levenberg-Marquardt to machine precision; returns (sum of squared residuals / 2, x)."""
+    with np.errstate(all="ignore"):  # a wild trial step overflows; LM then shrinks its trust region
+        res = least_squares(residual, x0, jac=jacobian, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
+                            max_nfev=max_nfev)
+    return float(res.cost), res.x
+
+
+def check_x(x: str) -> None:
+    if x not in X_COLUMNS:
+        raise OverparamError(f"x must be one of {', '.join(X_COLUMNS)}, got {x!r}")
+
+
+class PowerLawFitter(ScalingLawFitter):
+    """L(X) = E + A / X^α, X one of params (N), tokens (D) or flops (C) (Kaplan et al. 2020 with offset).
+
+    Log-sum-exp form: log L = LSE(a - α log X, e), with A = exp(a), E = exp(e) (so E, A > 0).
+    """
+
+    law = "power"
+    param_names = ("E", "A", "alpha")
+
+    def __init__(self, x: str = "params", bootstrap: int = 0, seed: int = 0) -> None:
+        self.x = x
+        self.bootstrap = bootstrap
+        self.seed = seed
+
+    @property
+    def x_column(self) -> str:
+        return self.x
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        check_x(self.x)
+
+    def _terms(self, theta, lx):
+        a, e, alpha = theta
+        return a - alpha * lx, np.full_like(lx, e)
+
+    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+        lx, ll = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
+
+        def residual(theta):
+            return np.logaddexp(*self._terms(theta, lx)) - ll
+
+        def jacobian(theta):
+            p = expit(self._terms(theta, lx)[0] - theta[1])  # weight of the A/X^α term
+            return np.stack([p, 1 - p, -p * lx], axis=1)
+
+        if start is not None:
+            return best_of(start[None], lambda x0: lm_solve(residual, jacobian, x0))
+        # a short run from each start (α -> 0 runs away slowly), then the 3 best to convergence
+        return best_of(self._starts(lx, np.exp(ll)), lambda x0: lm_solve(residual, jacobian, x0, 100),
+                       polish=lambda x0: lm_solve(residual, jacobian, x0))
+
+    @staticmethod
+    def _starts(lx: np.ndarray, loss: np.ndarray) -> np.ndarray:
+        """α on a grid; E a fraction of the smallest loss; A so the curve passes the median point."""
+        rows = []
+        for alpha, frac in itertools.product((0.1, 0.3, 0.6, 1.0), (1e-3, 0.5, 0.9)):
+            e0 = frac * loss.min()
+            a0 = np.log(max(np.median(loss) - e0, 1e-6 * loss.min())) + alpha * np.median(lx)
+            rows.append([a0, np.log(e0), alpha])
+        return np.array(rows)
+
+    def _predict(self, theta, data):
+        return np.exp(np.logaddexp(*self._terms(theta, np.log(data[self.x].to_numpy()))))
+
+    def _named(self, theta):
+        return {"E": float(np.exp(theta[1])), "A": float(np.exp(theta[0])), "alpha": float(theta[2])}
+
+    def size_curve(self, x: np.ndarray) -> np.ndarray:
+        """L as a function of the fitted variable alone."""
+        self._check_fitted()
+        p = self.params_
+        return p["E"] + p["A"] * np.asarray(x, float) ** -p["alpha"]
+
+
+class KaplanFitter(ScalingLawFitter):
+    """L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (Kaplan et al. 2020, eq. 1.5).
+
+    Log form: log L = α_D · LSE((α_N/α_D)(log N_c - log N), log D_c - log D); θ = (log N_c, log D_c,
+    α_N, α_D). No irreducible term: Kaplan's fits were far from it.
+    """
+
+    law = "kaplan"
+    param_names = ("Nc", "Dc", "alpha_N", "alpha_D")
+    x_column = "params"
+
+    def __init__(self, bootstrap: int = 0, seed: int = 0) -> None:
+        self.bootstrap = bootstrap
+        self.seed = seed
+
+    @staticmethod
+    def _uv(theta, ln, ld):
+        lnc, ldc, an, ad = theta
+        return (an / ad) * (lnc - ln), ldc - ld
+
+    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+        ln, ld = np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy())
+        ll = np.log(data["loss"].to_numpy())
+
+        def residual(theta):
+            return theta[3] * np.logaddexp(*self._uv(theta, ln, ld)) - ll
+
+        def jacobian(theta):
+            lnc, _, an, ad = theta
+            u, v = self._uv(theta, ln, ld)
+            p = expit(u - v)  # softmax weight of the N term
+            return np.stack([an * p, ad * (1 - p), p * (lnc - ln), np.logaddexp(u, v) - p * u], axis=1)
+
+        if start is not None:
+            return best_of(start[None], lambda x0: lm_solve(residual, jacobian, x0))
+        grid = itertools.product(ln.max() + np.array([1.0, 5.0, 10.0]), ld.max() + np.array([1.0, 5.0, 10.0]),
+                                 (0.05, 0.1, 0.3), (0.05, 0.1, 0.3))
+        # a short run from each of the 81 starts, then the 3 best continued to convergence
+        return best_of(np.array(list(grid)), lambda x0: lm_solve(residual, jacobian, x0, 100),
+                       polish=lambda x0: lm_solve(residual, jacobian, x0))
+
+    def _predict(self, theta, data):
+        uv = self._uv(theta, np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy()))
+        return np.exp(theta[3] * np.logaddexp(*uv))
+
+    def _named(self, theta):
+        return {"Nc": float(np.exp(theta[0])), "Dc": float(np.exp(theta[1])),
+                "alpha_N": float(theta[2]), "alpha_D": float(theta[3])}
+
+    def size_curve(self, n: np.ndarray) -> np.ndarray:
+        """L(N) with unlimited data: (N_c / N)^α_N."""
+        self._check_fitted()
+        return (self.params_["Nc"] / np.asarray(n, float)) ** self.params_["alpha_N"]

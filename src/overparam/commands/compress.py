@@ -1,0 +1,144 @@
+"""``overparam compress DIR --run ID``: the compression frontier of one run, in dense-equivalent sizes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLE = """examples:
+  overparam compress runs/dd --run 071044c10572
+  overparam compress runs/dd --run 0710 --prune 0.9,0.95 --quantize int8,int4-g32 --distill-width 32 --json
+  overparam compress runs/dd --run 0710 --prune none --prune-structured none --quantize none \
+      --lottery 0.9,0.97
+
+Writes DIR/analyses/compress.json (the --json document) and the model files under DIR/compressed/ID/.
+Latency is measured on this machine (batch 1 and 64, median and p10-p90 over --repeats calls)."""
+
+
+def _floats(text: str) -> list[float]:
+    from overparam.errors import OverparamError
+
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise OverparamError(f"expected comma-separated fractions like 0.5,0.9 (or none), "
+                             f"got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    from overparam.errors import OverparamError
+
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise OverparamError(f"--distill-width: expected comma-separated integers like 32,64, "
+                             f"got {text!r}") from None
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compress", help="prune, quantize and distill one run; place each on the dense curve",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", help="sweep directory")
+    p.add_argument("--run", required=True, metavar="ID",
+                   help="run id (or a unique prefix; see `overparam runs DIR`)")
+    p.add_argument("--prune", default="0.5,0.8,0.9,0.95", metavar="S,…",
+                   help="global magnitude-pruning sparsities, each with and without fine-tuning (none: skip)")
+    p.add_argument("--prune-structured", default="0.5,0.75,0.9", metavar="F,…",
+                   help="fractions of neurons (and gpt heads) removed per layer, rebuilt smaller "
+                        "(none: skip)")
+    p.add_argument("--structured-by", choices=("norm", "importance"), default="importance",
+                   help="rank units by weight norm or by Taylor importance (default)")
+    p.add_argument("--lottery", default="none", metavar="S,…",
+                   help="lottery-ticket sparsities: iterative magnitude pruning with rewinding, plus the "
+                        "random-reinit control (costs one training run per level; default: none)")
+    p.add_argument("--lottery-rate", type=float, default=0.2,
+                   help="share of surviving weights pruned per level")
+    p.add_argument("--rewind-step", type=int, default=None,
+                   help="rewind to this step (default: 2%% of training)")
+    p.add_argument("--quantize", default=None, metavar="SCHEME,…",
+                   help="int8, int4, int8-g<N>, int4-g<N>, fp16, bf16, dynamic-int8, ort-int8 (default: all "
+                        "this machine can run; none: skip)")
+    p.add_argument("--distill-width", default="none", metavar="W,…",
+                   help="student widths (gpt: d_model), each beside a from-scratch student (default: none)")
+    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the soft (teacher) term")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="fine-tuning steps after pruning (default: a quarter of the run's steps, >= 50)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export and ONNX Runtime")
+    p.add_argument("--repeats", type=int, default=30, help="timed calls per latency measurement")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch (and ONNX Runtime) threads while measuring")
+    p.add_argument("--json", action="store_true",
+                   help="print {\"models\": [...]} (and nothing else) on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from overparam.cli import print_json
+    from overparam.errors import OverparamError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise OverparamError(f"--threads: expected >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    prune = _floats(args.prune)
+    structured = _floats(args.prune_structured)
+    lottery = _floats(args.lottery)
+    widths = _ints(args.distill_width)
+    quantize = None
+    if args.quantize is not None:
+        quantize = [] if args.quantize.strip().lower() in ("", "none") else \
+            [s for s in args.quantize.split(",") if s.strip()]
+    from overparam.compress.frontier import compress_run
+
+    doc = compress_run(args.dir, args.run, prune=prune, finetune_steps=args.finetune_steps,
+                       prune_structured=structured, structured_by=args.structured_by, lottery=lottery,
+                       lottery_rate=args.lottery_rate, rewind_step=args.rewind_step, quantize=quantize,
+                       distill_widths=widths, temperature=args.temperature, alpha=args.alpha,
+                       onnx=False if args.no_onnx else None, repeats=args.repeats, warmup=args.warmup,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if args.json:
+        print_json(doc)
+        return 0
+    print(table(doc))
+    print()
+    for s in doc["sentences"]:
+        print(f"- {s}")
+    for s in doc["skipped"]:
+        print(f"skipped: {s}")
+    dense = doc["models"][0]
+    if "onnxruntime" in dense:
+        o = dense["onnxruntime"]
+        print(f"ONNX: max |ONNX Runtime - PyTorch| = {o['max_abs_diff']:.2e}; ONNX Runtime fp32 at batch 1: "
+              f"{o['latency_ms_b1']:.3f} ms, batch 64: {o['latency_ms_b64']:.3f} ms (median)")
+    m = doc["machine"]
+    print(f"measured on {m['processor']}, {m['torch_threads']} torch threads, load average "
+          f"{m.get('load_average')}; latencies are medians (p10-p90) of {doc['settings']['repeats']} calls")
+    return 0
+
+
+def table(doc: dict) -> str:
+    """The frontier as an aligned text table."""
+    rows = [("method", "setting", "variant", "test err", "test loss", "nonzero", "bytes", "b1 ms (p10-p90)",
+             "b64 ms", "dense-eq params")]
+    for e in doc["models"]:
+        err = "" if e["test_error"] is None else f"{100 * e['test_error']:.2f} %"
+        eq = e["dense_equivalent_params"]
+        bound = e.get("dense_equivalent_bound") or 0
+        bounds = {"at_most_smallest": f"<= {bound:,}", "beyond_largest": f"> {bound:,}"}
+        eq_text = f"{eq:,.0f}" if eq is not None else bounds.get(e["dense_equivalent_status"], "-")
+        b1 = e["latency_b1"]
+        variant = e.get("variant") or (("ft" if e.get("finetuned") else "no ft") if "finetuned" in e else "")
+        rows.append((e["method"], "" if e["setting"] is None else str(e["setting"]), variant, err,
+                     f"{e['test_loss']:.4f}", f"{e['nonzero_params']:,}", f"{e['bytes']:,}",
+                     f"{b1['median']:.3f} ({b1['p10']:.3f}-{b1['p90']:.3f})", f"{e['latency_ms_b64']:.3f}",
+                     eq_text))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -1,0 +1,165 @@
+"""``overparam demo``: the main job on embedded data, end to end, in one directory.
+
+Parts (each a normal sweep directory under DIR that every command accepts):
+
+1. ``random-features``: Belkin et al. 2019's model-wise double descent with random Fourier
+   features on scikit-learn's digits, min-norm least squares in float64 (closed form).
+2. ``trained-mlp``: a one-hidden-layer MLP trained with Adam on digits with 20 % label noise.
+3. ``lm-scaling``: small GPTs on the embedded CPython documentation corpus (when available).
+
+Then the report (DIR/report.html, DIR/summary.json) with the headline numbers read in words.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+N_TRAIN_RFF = 500
+
+
+def rff_spec(quick: bool) -> dict[str, Any]:
+    """N from n/20 to 20n (≥ 25 geometric points, N = n included), 3 seeds; quick: fewer points."""
+    n = N_TRAIN_RFF
+    return {
+        "name": "random-features",
+        "description": "Random Fourier features on digits, min-norm least squares (float64)",
+        "task": {"kind": "digits", "train_size": n, "seed": 0},
+        "model": {"family": "rff", "features": "fourier", "bandwidth": 3.0},
+        "train": {"optimizer": "min_norm", "solver": "svd", "dtype": "float64", "checkpoint": not quick},
+        "vary": {
+            "model.width": {"geometric": [n // 20, n * (10 if quick else 20)], "count": 12 if quick else 27,
+                            "include": [n, 10 * n]},
+            "seed": [0, 1, 2] if not quick else [0, 1],
+        },
+    }
+
+
+def mlp_spec(quick: bool) -> dict[str, Any]:
+    """Widths geometric; Adam long enough that the wide nets fit the noisy labels."""
+    return {
+        "name": "trained-mlp",
+        "description": "One-hidden-layer MLP, Adam, digits with 20 % label noise",
+        "task": {"kind": "digits", "train_size": 1000, "label_noise": 0.2, "seed": 0},
+        "model": {"family": "mlp", "depth": 1},
+        "train": {"optimizer": "adam", "lr": 1e-3, "steps": 1500 if quick else 6000, "batch_size": 128,
+                  "eval_log_points": 8 if quick else 14},
+        "vary": {
+            "model.width": {"geometric": [2, 512 if quick else 2048], "count": 8 if quick else 14},
+            "seed": [0, 1] if quick else [0, 1, 2],
+        },
+    }
+
+
+def _lm_spec(quick: bool) -> dict[str, Any] | None:
+    try:
+        from overparam.demo_lm import lm_scaling_spec
+    except ImportError:
+        return None
+    return lm_scaling_spec(quick)
+
+
+PARTS: list[tuple[str, Callable[[bool], dict[str, Any] | None], str]] = [
+    ("random-features", rff_spec,
+     "Model-wise double descent, the cleanest case: random Fourier features of the 8×8 digits and a "
+     "min-norm least-squares readout fitted in closed form (float64), swept in the number of features N "
+     "around the number of training samples n = 500."),
+    ("trained-mlp", mlp_spec,
+     "The same question for a trained network: one hidden layer, Adam, 20 % of training labels replaced "
+     "by a wrong class; test error is measured on clean labels, train error on the noisy labels it was fit to."),
+    ("lm-scaling", _lm_spec,
+     "Language models on the CPython documentation text: how loss falls with parameters and tokens, and "
+     "the scaling law fitted to it."),
+]
+
+
+def _say(msg: str) -> None:
+    print(f"[overparam demo] {msg}", file=sys.stderr, flush=True)
+
+
+def run_demo(out: str | Path = "demo-out", quick: bool = False, fuse: str = "auto", device: str = "auto",
+             progress: bool = True, parts: list[str] | None = None) -> Path:
+    """Run every part into ``out/<part>/``, then write ``out/report.html`` and ``out/summary.json``."""
+    from overparam.report.html import build_report
+    from overparam.sweep.runner import run_sweep
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {"quick": quick, "parts": []}
+    for name, make_spec, intro in PARTS:
+        if parts and name not in parts:
+            continue
+        spec = make_spec(quick)
+        if spec is None:
+            continue
+        start = time.perf_counter()
+        _say(f"{name}: training")
+        run_sweep(spec, out / name, device=device, fuse=fuse, progress=progress)
+        after = _after_part(name, out / name, quick)
+        manifest["parts"].append({"dir": name, "intro": intro, "seconds": round(time.perf_counter() - start, 1),
+                                  **after})
+        _say(f"{name}: done in {time.perf_counter() - start:.0f} s")
+    manifest["headline"] = headline(out, manifest)
+    (out / "demo.json").write_text(json.dumps(manifest, indent=2))
+    for part in manifest["parts"]:
+        build_report(out / part["dir"])
+    report = build_report(out, title="overparam demo: how many parameters does this task need?")
+    _say(f"report: {report.resolve()}")
+    return report
+
+
+def _after_part(name: str, directory: Path, quick: bool) -> dict[str, Any]:
+    """Analyses that follow a part's sweep (scaling fit, compression), stored beside it."""
+    hooks = {"lm-scaling": "overparam.demo_lm:after_sweep", "trained-mlp": "overparam.compress:after_demo_sweep"}
+    target = hooks.get(name)
+    if not target:
+        return {}
+    module_name, func_name = target.split(":")
+    try:
+        import importlib
+
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError):
+        return {}
+    return func(directory, quick) or {}
+
+
+def headline(out: Path, manifest: dict[str, Any]) -> list[str]:
+    """The few sentences at the top of the report, each from the stored analysis."""
+    from overparam.analysis.double_descent import analyze_double_descent
+    from overparam.report.reading import fmt_int, fmt_num
+
+    lines = []
+    done = {p["dir"] for p in manifest["parts"]}
+    if "random-features" in done:
+        curve = analyze_double_descent(out / "random-features", stat="median")["curves"][0]
+        if curve["peak_size"] is not None and curve["best_over_size"] is not None:
+            lines.append(
+                f"Random features: median test error peaks at {fmt_num(curve['peak_test_error'])} with "
+                f"{fmt_int(curve['peak_size'])} features — the number of training samples is {N_TRAIN_RFF} — "
+                f"then falls {curve['peak_over_best_over']:.2g}× to {fmt_num(curve['best_over_test_error'])} "
+                f"by {fmt_int(curve['best_over_size'])} features; the best model with fewer features than "
+                f"samples reached {fmt_num(curve['best_under_test_error'])}.")
+    if "trained-mlp" in done:
+        curve = analyze_double_descent(out / "trained-mlp")["curves"][0]
+        if curve["threshold_size"] is None:
+            lines.append("Trained MLP: no width fitted all noisy training labels in this budget; "
+                         f"best test error {fmt_num(curve['best_under_test_error'])}.")
+        else:
+            s = (f"Trained MLP (20 % label noise): the network first fits every noisy label at width "
+                 f"{fmt_int(curve['threshold_size'])} ({fmt_int(curve['threshold_params'])} parameters). ")
+            if curve["second_descent"]:
+                s += (f"Test error peaks at {fmt_num(curve['peak_test_error'])} (width {fmt_int(curve['peak_size'])}) "
+                      f"and falls to {fmt_num(curve['best_over_test_error'])} at width "
+                      f"{fmt_int(curve['best_over_size'])}.")
+            else:
+                s += (f"No clear second descent: best test error below the threshold "
+                      f"{fmt_num(curve['best_under_test_error'])}, above it {fmt_num(curve['best_over_test_error'])}.")
+            lines.append(s)
+    for part in manifest["parts"]:
+        lines.extend(part.get("headline", []))
+    return lines

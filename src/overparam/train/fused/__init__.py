@@ -1,0 +1,12 @@
+"""Many runs trained as one program (DESIGN.md "Speed: fused sweeps").
+
+- ``layout``: which runs may share a program, and the bucketed, padded place of each member;
+- ``nets``: the families (mlp, rff, linear) as stacked networks over one flat parameter leaf;
+- ``optim``: SGD/Adam/AdamW elementwise over that leaf, per-member lr, weight decay, clipping;
+- ``data``, ``evaluate``: the group's resident data, labels per member, metrics per member;
+- ``engine``: ``train_group``, the loop; ``cuda``: the step captured as a CUDA graph.
+"""
+
+from overparam.train.fused.engine import train_group
+
+__all__ = ["train_group"]
