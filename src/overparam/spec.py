@@ -61,7 +61,11 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_consistency(cfg: dict[str, Any]) -> None:
+    """Checks that span keys (a family's own ``validate``, closed form needs a linear model)."""
     train, family = cfg["train"], cfg["model"]["family"]
+    validate = getattr(family_module(family), "validate", None)
+    if validate is not None:
+        validate(cfg["model"])
     if train["optimizer"] in recipe.CLOSED_FORM and not family_module(family).LINEAR_IN_PARAMS:
         raise SpecError(f"train.optimizer: {train['optimizer']} is closed form and needs a model linear in "
                         f"its parameters (linear, rff), not {family!r}")

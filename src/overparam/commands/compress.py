@@ -8,8 +8,7 @@ import sys
 EXAMPLE = """examples:
   overparam compress runs/dd --run 071044c10572
   overparam compress runs/dd --run 0710 --prune 0.9,0.95 --quantize int8,int4-g32 --distill-width 32 --json
-  overparam compress runs/dd --run 0710 --prune none --prune-structured none --quantize none \
-      --lottery 0.9,0.97
+  overparam compress runs/dd --run 0710 --prune none --prune-structured none --lottery 0.9,0.97
 
 Writes DIR/analyses/compress.json (the --json document) and the model files under DIR/compressed/ID/.
 Latency is measured on this machine (batch 1 and 64, median and p10-p90 over --repeats calls)."""
