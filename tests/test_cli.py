@@ -118,3 +118,19 @@ def test_same_spec_same_numbers(tmp_path):
     a, b = load_runs(tmp_path / "a"), load_runs(tmp_path / "b")
     assert (a["test_loss"].to_numpy() == b["test_loss"].to_numpy()).all()
     assert a["test_loss"].iloc[0] != a["test_loss"].iloc[1]  # the seed matters
+
+
+def test_nan_loss_marks_run_diverged_keeps_the_rest_and_exits_2(tmp_path, capsys):
+    spec = tmp_path / "div.yaml"
+    spec.write_text(yaml.safe_dump({
+        "task": {"kind": "digits", "train_size": 200}, "model": {"family": "mlp", "width": 16},
+        "train": {"optimizer": "sgd", "steps": 50, "loss": "mse"}, "vary": {"train.lr": [0.05, 1.0e5]}}))
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), "--no-progress", "--fuse", "off"]) == 2
+    line = one_error_line(capsys)
+    assert "1 diverged (non-finite loss" in line and "other results are stored" in line
+    assert main(["runs", str(tmp_path / "o"), "--json"]) == 0
+    runs = {r["config"]["train"]["lr"]: r for r in json.loads(capsys.readouterr().out)["runs"]}
+    assert runs[1.0e5]["status"] == "diverged" and runs[0.05]["status"] == "done"
+    assert runs[0.05]["metrics"]["test_error"] < 0.5
+    assert main(["report", str(tmp_path / "o")]) == 0
+    assert "status-diverged" in (tmp_path / "o" / "report.html").read_text()

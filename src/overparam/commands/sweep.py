@@ -29,14 +29,14 @@ def run(args: argparse.Namespace) -> int:
     options = {"address": args.address} if args.executor == "ray" else {}
     summary = run_sweep(args.spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
                         progress=not args.no_progress and not args.json, executor_options=options)
+    bad = summary.diverged + summary.failed
     if args.json:
         from overparam.cli import print_json
 
         print_json(summary.as_dict())
-    else:
+    elif not bad:
         print(f"{summary.planned} runs in {args.out}: {summary.already_done} already done, "
               f"{summary.trained} trained now", file=sys.stderr)
-    bad = summary.diverged + summary.failed
     if bad:
         what = []
         if summary.diverged:

@@ -49,7 +49,7 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
         thr = f"The models first fit every training label at {size_phrase(curve, 'threshold', unit)}"
     if n_train and curve.get("threshold_size") is not None and curve["axis"].endswith(".width"):
         ratio = float(curve["threshold_size"]) / n_train
-        thr += f", {ratio:.2g}× the {fmt_int(n_train)} training samples"
+        thr += f" (N/n = {ratio:.2f} with n = {fmt_int(n_train)} training samples)"
     out.append(thr + " (the interpolation threshold).")
     key = "test_error" if curve["metric"] == "test_error" else "test_loss"
     peak, over, under = curve.get(f"peak_{key}"), curve.get(f"best_over_{key}"), curve.get(f"best_under_{key}")

@@ -1,0 +1,43 @@
+"""`overparam demo --quick`: the main job end to end on embedded data, read back from its outputs."""
+
+import json
+
+import pytest
+
+from overparam.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_outputs_exist_and_parts_are_sweep_directories(demo):
+    assert (demo / "report.html").is_file() and (demo / "summary.json").is_file()
+    for part in ("random-features", "trained-mlp"):
+        assert (demo / part / "overparam.sqlite").is_file()
+        assert main(["runs", str(demo / part), "--json"]) == 0
+
+
+def test_report_is_self_contained(demo):
+    page = (demo / "report.html").read_text()
+    assert "<script src=" not in page and "<link " not in page
+    assert "http://" not in page and "https://" not in page
+    assert page.count("data:image/png;base64,") >= 3
+
+
+def test_summary_holds_the_rff_double_descent(demo):
+    summary = json.loads((demo / "summary.json").read_text())
+    curve = summary["parts"]["random-features"]["double_descent"]["curves"][0]
+    assert 450 <= curve["peak_size"] <= 550
+    assert curve["second_descent"] is True
+    assert curve["peak_test_error"] >= 3 * curve["best_over_test_error"]
+    assert summary["headline"] and "500" in summary["headline"][0]
+
+
+def test_mlp_part_reaches_interpolation(demo):
+    summary = json.loads((demo / "summary.json").read_text())
+    curve = summary["parts"]["trained-mlp"]["double_descent"]["curves"][0]
+    assert curve["threshold_params"] is not None  # the wide nets fit every noisy label
