@@ -19,6 +19,9 @@ def load(opts: dict[str, Any]) -> TaskData:
     from sklearn.datasets import load_digits
 
     n_train = opts["train_size"]
+    if n_train >= N_TOTAL:
+        raise SpecError(f"task.train_size: digits has {N_TOTAL} images, asked for {n_train} training images "
+                        f"(leave some for the test set)")
     n_test = opts["test_size"] if opts["test_size"] is not None else N_TOTAL - n_train
     if n_train + n_test > N_TOTAL:
         raise SpecError(f"task.train_size + task.test_size: digits has {N_TOTAL} images, "

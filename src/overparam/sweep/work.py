@@ -30,7 +30,7 @@ def execute_group(group: Group, task: TaskData, device: torch.device) -> list[Ou
         start = time.perf_counter()
         results = train_group([r.config for r in group.runs], task, device)
         each = (time.perf_counter() - start) / len(group.runs)
-        return [Outcome(run, res, each) for run, res in zip(group.runs, results)]
+        return [Outcome(run, res, each) for run, res in zip(group.runs, results, strict=True)]
     outcomes = []
     for run in group.runs:
         start = time.perf_counter()
