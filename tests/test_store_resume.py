@@ -108,3 +108,38 @@ def test_corrupt_and_foreign_stores_are_refused_untouched(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="newer"):
         load_runs(future)
+
+
+def test_disk_full_during_checkpoint_leaves_store_consistent(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import safetensors.torch
+
+    from overparam.cli import main
+
+    small = {**SPEC, "vary": {"model.width": [4, 8, 12]}, "train": {"steps": 10}}
+    run_sweep({**small, "vary": {"model.width": [4]}}, tmp_path, progress=False)  # one finished run
+    calls = {"n": 0}
+    real = safetensors.torch.save_file
+
+    def full_disk(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(yaml.safe_dump(small))
+    assert main(["sweep", str(spec_file), "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "stored results are unaffected" in err[0]
+    con = sqlite3.connect(tmp_path / "overparam.sqlite")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    status = dict(con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+    con.close()
+    assert status == {"done": 2, "pending": 1}  # nothing half-written, nothing left 'running'
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    monkeypatch.setattr(safetensors.torch, "save_file", real)
+    assert main(["sweep", str(spec_file), "--out", str(tmp_path), "--no-progress"]) == 0
+    assert len(finished(tmp_path)) == 3
