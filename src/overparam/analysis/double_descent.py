@@ -10,6 +10,8 @@ are sorted by parameter count and the test metric is aggregated over seeds. Then
   train *loss* ≤ ``eps_loss``: the size where the model interpolates its targets exactly.
 - **best under / best over**: the lowest test metric strictly below / at-or-above the threshold;
 - **peak**: the highest test metric between those two minima;
+- **sample-wise** sweeps (``task.train_size`` varies, size fixed) are read with n decreasing, so
+  "over-parameterized" means fewer samples than the threshold n (Nakkiran et al. 2019, §5);
 - **second descent**: the peak is a real bump (higher than a smaller size's value) and the
   best over-parameterized model beats it.
 
@@ -29,7 +31,9 @@ import pandas as pd
 from overparam.errors import OverparamError
 
 SIZE_COLUMNS = ("model.width", "model.depth", "model.n_layer", "model.d_model", "model.n_head")
-IGNORED = {"id", "status", "params", "flops", "seconds", "error", "seed"}
+# Replicates, not settings: runs differing only here are averaged over, never split into curves.
+IGNORED = {"id", "status", "params", "flops", "seconds", "error", "seed", "task.seed", "task.noise_seed"}
+SAMPLE_AXIS = "task.train_size"
 
 
 class DoubleDescentAnalyzer:
@@ -83,6 +87,9 @@ class DoubleDescentAnalyzer:
         on = self.threshold_on if self.threshold_on != "auto" else (
             "loss" if (closed_form or not classification) else "error")
         points = aggregate(done, axis, self.stat)
+        if axis == SAMPLE_AXIS:
+            # sample-wise: fewer samples = more parameters per sample, so walk n from large to small
+            points.sort(key=lambda p: -float(p["size"]))
         out: dict[str, Any] = {"axis": axis, "fixed": fixed, "metric": f"test_{metric}", "stat": self.stat,
                                "threshold_on": f"train_{on}", "eps": self.eps if on == "error" else self.eps_loss,
                                "n_runs": int(len(frame)), "n_sizes": len(points), "points": points,

@@ -148,4 +148,46 @@ def runs_table_section(ctx: SweepContext) -> Section | None:
                    summary={"n_runs": int(len(frame)), "status": {k: int(v) for k, v in counts.items()}})
 
 
-BUILDERS: list[Callable[[SweepContext], Section | None]] = [double_descent_section, runs_table_section]
+def scaling_section(ctx: SweepContext) -> Section | None:
+    """Scaling law of a language-model sweep (``scaling_section.py``; imported here only when called)."""
+    from overparam.report.scaling_section import scaling_section as build
+
+    return build(ctx)
+
+
+BUILDERS: list[Callable[[SweepContext], Section | None]] = [double_descent_section, scaling_section,
+                                                             runs_table_section]
+
+
+def theory_section(ctx: SweepContext) -> Section | None:
+    """Closed-form curve beside a teacher sweep (``theory_section.py``; imported only when called)."""
+    from overparam.report.theory_section import theory_section as build
+
+    return build(ctx)
+
+
+def regularization_section(ctx: SweepContext) -> Section | None:
+    """Per-λ curves and the tuned envelope (``regularization_section.py``; imported only when called)."""
+    from overparam.report.regularization_section import regularization_section as build
+
+    return build(ctx)
+
+
+def epochwise_section(ctx: SweepContext) -> Section | None:
+    """Size × steps heatmap of test error (``epochwise_section.py``; imported only when called)."""
+    from overparam.report.epochwise_section import epochwise_section as build
+
+    return build(ctx)
+
+
+BUILDERS[-1:-1] = [theory_section, regularization_section, epochwise_section]  # the runs table stays last
+
+
+def interpret_section(ctx: SweepContext) -> Section | None:
+    """Head statistics, probe selectivity and heads used across sizes (``interpret_section.py``)."""
+    from overparam.report.interpret_section import interpret_section as build
+
+    return build(ctx)
+
+
+BUILDERS[-1:-1] = [interpret_section]  # LM sweeps of gpt runs only; the runs table stays last

@@ -1,0 +1,564 @@
+"""The scaling-law reading of a language-model sweep: one JSON document, ``DIR/analyses/scaling.json``.
+
+``analyze_scaling_sweep(DIR)`` is what ``overparam demo`` runs after its LM part and what the report
+computes on the fly for any sweep whose runs count training ``tokens``. Every number in the report's
+scaling section and in the demo's headline comes from this document. In order:
+
+1. **Points**: finished runs, loss = ``test_loss`` (nats/token), N = total trainable parameters (the
+   store's ``params``, embeddings included: models/gpt.py states the convention), D = training tokens,
+   and compute C = 6·N·D (Kaplan et al. 2020), the convention of the compute-optimal allocation
+   below. The stored FLOPs, which also count attention and the unembedding, are kept as
+   ``flops_counted``.
+2. **Fit**: Chinchilla Approach 3, L = E + A/N^α + B/D^β (Hoffmann et al. 2022; Besiroglu et al.
+   2024's refit), with percentile bootstrap intervals. It needs at least 3 distinct N *and* 3 distinct D
+   (with 2 values of D the pair (B, β) trades off against E) and at least 7 runs (5 constants, 2 left
+   to check them). Otherwise the document falls back to L = E + A/N^α at the largest token budget
+   and says why (``fallback``).
+3. **Compute-optimal frontier**: N_opt(C), D_opt(C) and the loss there, over the sweep's range of C.
+4. **Extrapolation backtest**: refit without the largest size and predict its runs. For scale, the
+   error of the naive guess "the largest size does as well as the next smaller one" is reported too.
+5. **Diminishing returns**: the N (D) beyond which another doubling gains less than ``min_gain``
+   nats with the other resource unlimited: x* = (A (1 − 2^−α) / g)^(1/α), with intervals.
+6. **IsoFLOP profiles**: runs grouped by compute (within ``ISO_TOL`` decades), and, where two or more
+   budgets hold 3 sizes, Approach 2 (a parabola per budget) as a cross-check.
+7. **Known floor**: on ``markov`` tasks the exact entropy rate is the true E; the fitted E is set
+   against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from overparam.errors import OverparamError
+
+VERSION = 1
+ARTIFACT = "scaling"  # DIR/analyses/scaling.json
+ISO_TOL = 0.2  # decades of C within one IsoFLOP group: the demo grid's anti-diagonals span ≤ 0.18
+MIN_JOINT_POINTS = 7  # the five constants of L(N, D) and two degrees of freedom to check them
+NAMES = ("E", "A", "B", "alpha", "beta")
+HOFFMANN = {"alpha": 0.34, "beta": 0.28}  # Hoffmann et al. 2022, Approach 3, 70M-16B parameters
+
+
+# -- the law, for one constant set or many -------------------------------------------------------------
+
+def law_loss(p: dict[str, Any], n: Any, d: Any = None) -> np.ndarray:
+    """L(N, D) = E + A/N^α + B/D^β; the power law in N (no ``B``) ignores D. Arrays broadcast."""
+    n = np.asarray(n, float)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        out = p["E"] + p["A"] * n ** -p["alpha"]
+        if "B" in p and d is not None:
+            out = out + p["B"] * np.asarray(d, float) ** -p["beta"]
+    return out
+
+
+def optimum(p: dict[str, Any], flops: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N_opt, D_opt, L_opt) under 6·N·D = C (Hoffmann et al. 2022, eq. 4 and Appendix D.2)."""
+    from overparam.analysis.scaling import optimal_allocation
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        n, d = optimal_allocation(p, flops)
+    return n, d, law_loss(p, n, d)
+
+
+def samples(doc: dict[str, Any]) -> list[dict[str, float]]:
+    """The bootstrap constant sets stored in ``doc["fit"]`` as dicts (empty without a bootstrap)."""
+    fit = doc.get("fit") or {}
+    names = fit.get("sample_names", [])
+    return [dict(zip(names, row, strict=True)) for row in fit.get("samples", [])]
+
+
+def band(values: list[np.ndarray] | np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise percentile interval over bootstrap curves (rows); non-finite values are left out."""
+    arr = np.asarray(values, float)
+    arr = np.where(np.isfinite(arr), arr, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan column gives nan, as it should
+        lo, hi = np.nanpercentile(arr, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return lo, hi
+
+
+def doubling_threshold(scale: float, exponent: float, min_gain: float) -> float:
+    """x* where c/x^γ − c/(2x)^γ = g: x* = (c (1 − 2^−γ) / g)^(1/γ)."""
+    if not (scale > 0 and exponent > 0):
+        return math.nan
+    with np.errstate(over="ignore"):
+        return float((scale * (1 - 2.0 ** -exponent) / min_gain) ** (1 / exponent))
+
+
+# -- points -------------------------------------------------------------------------------------------
+
+def sweep_points(directory: str | Path) -> pd.DataFrame:
+    """One row per finished run with a test loss and a token count: run_id, params, tokens, flops
+    (6ND), flops_counted, loss, train_loss, and entropy_rate where the task knows it."""
+    from overparam.store import load_runs
+
+    runs = load_runs(directory)
+    need = {"status", "test_loss", "tokens", "params"}
+    if runs.empty or not need <= set(runs.columns):
+        return pd.DataFrame(columns=["run_id", "params", "tokens", "flops", "flops_counted", "loss"])
+    runs = runs[(runs["status"] == "done") & runs["test_loss"].notna() & (runs["tokens"].fillna(0) > 0)]
+    out = pd.DataFrame({"run_id": runs["id"].to_numpy(), "params": runs["params"].to_numpy(float),
+                        "tokens": runs["tokens"].to_numpy(float), "loss": runs["test_loss"].to_numpy(float)})
+    out["flops"] = 6.0 * out["params"] * out["tokens"]
+    out["flops_counted"] = runs["flops"].to_numpy(float)
+    if "train_loss" in runs:
+        out["train_loss"] = runs["train_loss"].to_numpy(float)
+    if "entropy_rate" in runs:
+        out["entropy_rate"] = runs["entropy_rate"].to_numpy(float)
+    return out.sort_values(["params", "tokens"], kind="stable").reset_index(drop=True)
+
+
+def _ratio_range(points: pd.DataFrame) -> list[float] | None:
+    """[min, max] of stored training FLOPs / 6ND: how far the 6ND convention is from the count."""
+    ratio = (points["flops_counted"] / points["flops"]).to_numpy(float)
+    ratio = ratio[np.isfinite(ratio)]
+    return [float(ratio.min()), float(ratio.max())] if ratio.size else None
+
+
+def joint_fit_problem(points: pd.DataFrame) -> str | None:
+    """Why L(N, D) cannot be identified from these points, or None when it can."""
+    n_sizes, n_tokens = points["params"].nunique(), points["tokens"].nunique()
+    if n_sizes < 3 or n_tokens < 3:
+        return (f"{n_sizes} distinct model size(s) and {n_tokens} token budget(s); the joint law needs at "
+                f"least 3 of each")
+    if len(points) < MIN_JOINT_POINTS:
+        return f"{len(points)} runs for 5 constants; the joint law needs at least {MIN_JOINT_POINTS}"
+    return None
+
+
+# -- the analysis -------------------------------------------------------------------------------------
+
+def analyze_scaling_sweep(directory: str | Path, bootstrap: int = 1000, seed: int = 0, *,
+                          min_gain: float = 0.01, write: bool = True) -> dict[str, Any]:
+    """Fit, frontier, backtest, diminishing returns, IsoFLOP groups and sentences for one LM sweep.
+
+    Writes ``DIR/analyses/scaling.json`` unless ``write`` is False. Raises OverparamError when the
+    sweep has fewer than 3 finished runs with a token count (nothing to fit).
+    """
+    start = time.perf_counter()
+    directory = Path(directory)
+    points = sweep_points(directory)
+    if len(points) < 3:
+        raise OverparamError(f"{directory}: {len(points)} finished language-model run(s) with a token count; "
+                             f"a scaling fit needs at least 3")
+    doc: dict[str, Any] = {
+        "version": VERSION, "directory": str(directory), "loss": "test_loss (nats/token)",
+        "conventions": {"params": "total trainable parameters, embeddings included",
+                        "tokens": "training tokens seen", "flops": "C = 6 N D",
+                        "flops_counted_over_6nd": _ratio_range(points)},
+        "run_ids": sorted(points["run_id"]), "points": points.to_dict(orient="records"),
+        "grid": {"params": sorted(points["params"].unique().tolist()),
+                 "tokens": sorted(points["tokens"].unique().tolist()),
+                 "flops": [float(points["flops"].min()), float(points["flops"].max())]},
+        "bootstrap": int(bootstrap), "seed": int(seed), "min_gain": float(min_gain), "notes": [],
+    }
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # wild bootstrap resamples overflow exp()
+        problem = joint_fit_problem(points)
+        fitted = None if problem else _joint(points, bootstrap, seed, min_gain, doc)
+        if fitted is None:
+            _fallback(points, bootstrap, seed, min_gain, doc, problem or "the joint fit failed")
+        _isoflop(points, doc)
+        _entropy_check(points, doc)
+    doc["sentences"] = read_scaling(doc)
+    doc["headline"] = read_scaling(doc, short=True)
+    doc["seconds"] = round(time.perf_counter() - start, 2)
+    doc = _plain(doc)
+    if write:
+        write_artifact(directory, doc)
+    return doc
+
+
+def write_artifact(directory: Path, doc: dict[str, Any]) -> Path:
+    """Write ``doc`` to ``DIR/analyses/scaling.json`` (whole file replaced at once: no half-written JSON)."""
+    out = directory / "analyses"
+    out.mkdir(exist_ok=True)
+    path = out / f"{ARTIFACT}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load_or_analyze(directory: str | Path, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``DIR/analyses/scaling.json`` when it describes the sweep's current finished runs, else a fresh
+    analysis (written there): a sweep resumed after the analysis never shows stale numbers."""
+    directory = Path(directory)
+    path = directory / "analyses" / f"{ARTIFACT}.json"
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            doc = None
+        if (doc and doc.get("version") == VERSION
+                and doc.get("run_ids") == sorted(sweep_points(directory)["run_id"])):
+            return doc
+    doc = analyze_scaling_sweep(directory, bootstrap=bootstrap, seed=seed, write=False)
+    try:
+        write_artifact(directory, doc)
+    except OSError:  # a read-only sweep directory still gets its report section
+        pass
+    return doc
+
+
+def _joint(points, bootstrap, seed, min_gain, doc) -> bool | None:
+    """Approach 3 with intervals, frontier, backtest and thresholds into ``doc``; None if it failed."""
+    from overparam.analysis.scaling import extrapolation_backtest, fit_scaling_law
+
+    try:
+        fit = fit_scaling_law(points[["params", "tokens", "flops", "loss"]], "chinchilla", bootstrap=bootstrap,
+                              seed=seed, backtest=False, min_gain=min_gain)
+    except OverparamError as exc:
+        doc["notes"].append(f"the joint fit failed ({exc})")
+        return None
+    p = fit.params
+    doc["law"] = "chinchilla"
+    doc["fallback"] = None
+    doc["fit"] = _fit_block(fit, points)
+    doc["frontier"] = _frontier(p, samples(doc), doc["grid"]["flops"])
+    doc["compute_optimal"] = doc["frontier"][-1]
+    doc["diminishing_returns"] = {
+        "params": _threshold(p, samples(doc), "A", "alpha", min_gain, points["params"].max()),
+        "tokens": _threshold(p, samples(doc), "B", "beta", min_gain, points["tokens"].max())}
+    sizes = np.unique(points["params"])
+    train = points[points["params"] < sizes[-1]]
+    problem = joint_fit_problem(train) if len(sizes) >= 2 else "one size"
+    if problem:
+        doc["backtest"] = {"skipped": f"without the largest size: {problem}"}
+    else:
+        doc["backtest"] = extrapolation_backtest(fit.fitter, points[["params", "tokens", "flops", "loss"]],
+                                                 holdout=1 / len(sizes))
+        _backtest_details(points, doc["backtest"])
+    doc["notes"].extend(_fit_warnings(doc, points))
+    return True
+
+
+def _fallback(points, bootstrap, seed, min_gain, doc, reason) -> None:
+    """L = E + A/N^α at the largest token budget (3 distinct sizes needed), or no law at all."""
+    from overparam.analysis.scaling import extrapolation_backtest, fit_scaling_law
+
+    d_max = points["tokens"].max()
+    at = points[points["tokens"] == d_max]
+    doc["fallback"] = {"reason": reason, "tokens": float(d_max)}
+    doc["frontier"], doc["compute_optimal"] = None, None
+    if at["params"].nunique() < 3:
+        doc["law"], doc["fit"] = None, None
+        doc["fallback"]["note"] = (f"{at['params'].nunique()} distinct size(s) at the largest budget: "
+                                   f"no power law either")
+        doc["backtest"], doc["diminishing_returns"] = None, None
+        return
+    frame = at[["params", "tokens", "flops", "loss"]].reset_index(drop=True)
+    try:
+        fit = fit_scaling_law(frame, "power", bootstrap=bootstrap, seed=seed, backtest=False,
+                              min_gain=min_gain, x="params")
+    except OverparamError as exc:
+        doc["law"], doc["fit"], doc["backtest"], doc["diminishing_returns"] = None, None, None, None
+        doc["fallback"]["note"] = f"the power law in N failed too ({exc})"
+        return
+    doc["law"] = "power-params"
+    doc["fit"] = _fit_block(fit, frame, names=("E", "A", "alpha"))
+    doc["diminishing_returns"] = {
+        "params": _threshold(fit.params, samples(doc), "A", "alpha", min_gain, frame["params"].max())}
+    if frame["params"].nunique() >= 4:
+        doc["backtest"] = extrapolation_backtest(fit.fitter, frame, holdout=1 / frame["params"].nunique())
+        _backtest_details(frame.assign(run_id=at["run_id"].to_numpy()), doc["backtest"])
+    else:
+        doc["backtest"] = {"skipped": "3 sizes: without the largest, 2 sizes cannot fix 3 constants"}
+    if frame["params"].nunique() == 3 and len(frame) == 3:
+        doc["notes"].append("3 constants through 3 points: the curve passes through every point and "
+                            "checks nothing")
+
+
+def _fit_block(fit, data: pd.DataFrame, names: tuple[str, ...] = NAMES) -> dict[str, Any]:
+    """Constants, intervals, bootstrap samples (finite rows only) and the in-sample error."""
+    rows = [[s[k] for k in names] for s in getattr(fit.fitter, "bootstrap_params_", [])]
+    finite = [r for r in rows if all(np.isfinite(r))]
+    pred = fit.fitter.predict(data)
+    rel = pred / data["loss"].to_numpy() - 1
+    return {"params": {k: float(v) for k, v in fit.params.items()}, "ci": fit.ci, "n_points": fit.n_points,
+            "bootstrap": fit.bootstrap, "bootstrap_finite": len(finite), "sample_names": list(names),
+            "samples": [[float(f"{v:.6g}") for v in r] for r in finite],
+            "in_sample_mean_abs_rel_error": float(np.mean(np.abs(rel))),
+            "in_sample_max_abs_rel_error": float(np.max(np.abs(rel))), "search": fit.extras.get("search")}
+
+
+def _frontier(p, boot, flops_range, count: int = 7) -> list[dict[str, Any]]:
+    """N_opt, D_opt, D/N and L at ``count`` budgets spaced geometrically over the sweep's C range."""
+    budgets = np.geomspace(flops_range[0], flops_range[1], count)
+    rows = []
+    for c in budgets:
+        n, d, loss = (float(v) for v in optimum(p, c))
+        row = {"flops": float(c), "params": n, "tokens": d, "tokens_per_param": d / n, "loss": loss}
+        if boot:
+            per = np.array([[*optimum(q, c)] for q in boot], float)  # (S, 3): N, D, L
+            per = np.column_stack([per, per[:, 1] / per[:, 0]])
+            lo, hi = band(per)
+            keys = ("params", "tokens", "loss", "tokens_per_param")
+            row["ci"] = {k: [float(lo[i]), float(hi[i])] for i, k in enumerate(keys)}
+        rows.append(row)
+    return rows
+
+
+def _threshold(p, boot, scale, exponent, min_gain, largest) -> dict[str, Any]:
+    value = doubling_threshold(p[scale], p[exponent], min_gain)
+    out = {"value": value if math.isfinite(value) else None, "min_gain": min_gain, "largest_in_sweep": largest}
+    if boot:
+        lo, hi = band(np.array([[doubling_threshold(q[scale], q[exponent], min_gain)] for q in boot]))
+        out["ci"] = [float(lo[0]), float(hi[0])]
+    return out
+
+
+def _backtest_details(points: pd.DataFrame, bt: dict[str, Any]) -> None:
+    """Per held-out run: predicted and actual loss, and the naive guess (next smaller size, same D)."""
+    if "skipped" in bt:
+        return
+    held = points[points["params"] >= bt["held_out_from"]]
+    smaller = points[points["params"] < bt["held_out_from"]]
+    below = smaller["params"].max()
+    rows, naive = [], []
+    for _, r in held.iterrows():
+        pred = float(law_loss(bt["train_params"], r["params"], r["tokens"]))
+        twin = smaller[(smaller["params"] == below) & (smaller["tokens"] == r["tokens"])]["loss"]
+        guess = float(twin.mean()) if len(twin) else math.nan
+        naive.append(guess / r["loss"] - 1)
+        rows.append({"run_id": r.get("run_id"), "params": float(r["params"]), "tokens": float(r["tokens"]),
+                     "loss": float(r["loss"]), "predicted": pred, "naive": guess})
+    bt["predictions"] = rows
+    naive = np.array(naive)
+    bt["naive_mean_abs_rel_error"] = float(np.nanmean(np.abs(naive))) if np.isfinite(naive).any() else None
+    bt["naive_from_params"] = float(below)
+
+
+def _fit_warnings(doc, points) -> list[str]:
+    """Plain warnings when a constant sits at a boundary or is barely determined."""
+    p, ci, out = doc["fit"]["params"], doc["fit"]["ci"], []
+    if p["E"] < 1e-3 * points["loss"].min():
+        out.append(f"E is not identified: the fit puts it at {p['E']:.2g}, i.e. no floor is visible; the "
+                   f"losses ({points['loss'].min():.3g}–{points['loss'].max():.3g}) are far from the "
+                   f"irreducible loss at these sizes and budgets")
+    for k, sym in (("alpha", "α"), ("beta", "β")):
+        lo, hi = ci.get(k, [math.nan, math.nan])
+        if np.isfinite(hi) and hi - lo > p[k]:
+            out.append(f"the exponent {sym} is barely determined: its 95 % interval [{lo:.2g}, {hi:.2g}] is "
+                       f"wider than the estimate {p[k]:.2g}")
+    return out
+
+
+def _isoflop(points: pd.DataFrame, doc: dict[str, Any]) -> None:
+    """Runs grouped by compute (within ISO_TOL decades) holding ≥ 2 sizes; Approach 2 where it can."""
+    from overparam.analysis.scaling import IsoFLOPFitter
+
+    fitter = IsoFLOPFitter(budget_tol=ISO_TOL)
+    groups = []
+    for _, g in points.groupby(fitter.budgets(points["flops"].to_numpy())):
+        if g["params"].nunique() < 2:
+            continue
+        c = float(np.exp(np.log(g["flops"]).mean()))
+        best = g.loc[g["loss"].idxmin()]
+        entry = {"flops": c, "spread": float(g["flops"].max() / g["flops"].min()),
+                 "run_ids": g["run_id"].tolist(), "best_params": float(best["params"]),
+                 "best_loss": float(best["loss"])}
+        if doc.get("law") == "chinchilla":
+            entry["fitted_params"] = float(optimum(doc["fit"]["params"], c)[0])
+        groups.append(entry)
+    doc["isoflop"] = {"tolerance_decades": ISO_TOL, "groups": groups}
+    # Approach 2 only where each parabola (3 constants) has a point left to check it
+    wide = [g for g in groups if points[points["run_id"].isin(g["run_ids"])]["params"].nunique() >= 4]
+    if len(wide) >= 2:
+        ids = [i for g in wide for i in g["run_ids"]]
+        try:
+            fitter.fit(points[points["run_id"].isin(ids)][["params", "tokens", "flops", "loss"]])
+            doc["isoflop"]["approach2"] = {"params": fitter.params_, "optima": fitter.optima_.to_dict("records"),
+                                           "skipped_budgets": fitter.skipped_budgets_}
+        except OverparamError as exc:
+            doc["isoflop"]["approach2"] = {"skipped": str(exc)}
+
+
+def _entropy_check(points: pd.DataFrame, doc: dict[str, Any]) -> None:
+    """On tasks with an exact entropy rate H (markov), set the fitted E against it."""
+    if "entropy_rate" not in points or not points["entropy_rate"].notna().any():
+        doc["entropy_check"] = None
+        return
+    h = float(points["entropy_rate"].dropna().iloc[0])
+    check: dict[str, Any] = {"entropy_rate": h, "best_loss": float(points["loss"].min()),
+                             "best_gap": float(points["loss"].min() - h)}
+    fit = doc.get("fit")
+    if fit and "E" in fit["params"]:
+        e = fit["params"]["E"]
+        lo, hi = fit["ci"].get("E", [math.nan, math.nan])
+        check |= {"E": e, "E_ci": [lo, hi], "E_minus_H": e - h,
+                  "inside": bool(lo <= h <= hi) if np.isfinite(lo) else None}
+    doc["entropy_check"] = check
+
+
+# -- words ----------------------------------------------------------------------------------------------
+
+def num(v: Any, digits: int = 3) -> str:
+    """A number for a sentence: ``digits`` significant digits, k and M suffixes, 1.4e12 beyond 1e9."""
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    a = abs(v)
+    if a >= 1e9 or (0 < a < 1e-3):
+        mant, exp = f"{v:.{max(digits - 1, 0)}e}".split("e")
+        return f"{mant}e{int(exp)}"
+    for unit, scale in (("M", 1e6), ("k", 1e3), ("", 1.0)):
+        if a >= scale or scale == 1.0:
+            x = v / scale
+            return (f"{x:.0f}" if abs(x) >= 10 ** (digits - 1) else f"{x:.{digits}g}") + unit
+    return str(v)
+
+
+def _count(values: list[float], noun: str, unit: str) -> str:
+    """'4 sizes (9.26k–418k parameters)', or '1 size (30.8k parameters)'."""
+    if len(values) == 1:
+        return f"1 {noun} ({num(values[0])} {unit})"
+    return f"{len(values)} {noun}s ({num(values[0])}–{num(values[-1])} {unit})"
+
+
+def _floor(e: float) -> str:
+    """E for a formula: below 1e-6 nats it is 0 for every purpose (and a note says E is not identified)."""
+    return "0" if e < 1e-6 else num(e)
+
+
+def _ci(ci: dict[str, Any] | None, key: str, digits: int = 2) -> str:
+    pair = (ci or {}).get(key)
+    if not pair or any(v is None or not np.isfinite(v) for v in pair):
+        return ""
+    lo = "0" if 0 <= pair[0] < 1e-6 else num(pair[0], digits)
+    return f" [{lo}, {num(pair[1], digits)}]"
+
+
+def read_scaling(doc: dict[str, Any], short: bool = False) -> list[str]:
+    """Plain sentences that read the document: every number comes from it. ``short``: the headline."""
+    grid, fit = doc["grid"], doc.get("fit")
+    n_runs = len(doc["points"])
+    what = (f"{n_runs} runs: {_count(grid['params'], 'size', 'parameters')} × "
+            f"{_count(grid['tokens'], 'token budget', 'tokens')}")
+    out: list[str] = []
+    if doc.get("law") == "chinchilla":
+        p, ci = fit["params"], fit["ci"]
+        out.append(
+            f"Scaling fit (Chinchilla Approach 3) on {what}: L(N, D) = {_floor(p['E'])} + {num(p['A'])}/N^"
+            f"{p['alpha']:.2f} + {num(p['B'])}/D^{p['beta']:.2f} nats/token; 95 % bootstrap intervals "
+            f"({fit['bootstrap']} resamples): α{_ci(ci, 'alpha')}, β{_ci(ci, 'beta')}, E{_ci(ci, 'E')}. "
+            f"Five constants from {n_runs} tiny models trained for seconds on a CPU: the intervals are the "
+            f"honest part, and the exponents describe this grid, not language models at large "
+            f"(Hoffmann et al. 2022 found α ≈ {HOFFMANN['alpha']}, β ≈ {HOFFMANN['beta']} at 70M–16B "
+            f"parameters).")
+        co = doc["compute_optimal"]
+        out.append(
+            f"Compute-optimal at the sweep's largest compute (C = 6ND = {num(co['flops'])} FLOPs): "
+            f"N = {num(co['params'])}{_ci(co.get('ci'), 'params')} parameters and D = {num(co['tokens'])}"
+            f"{_ci(co.get('ci'), 'tokens')} tokens, {num(co['tokens_per_param'])}"
+            f"{_ci(co.get('ci'), 'tokens_per_param')} tokens per parameter (Chinchilla: ≈ 20).")
+    elif doc.get("law") == "power-params":
+        p, ci = fit["params"], fit["ci"]
+        fb = doc["fallback"]
+        out.append(
+            f"No joint law L(N, D) from {what}: {fb['reason']}. Fitted instead L(N) = {_floor(p['E'])} + "
+            f"{num(p['A'])}/N^{p['alpha']:.2f} at the largest budget ({num(fb['tokens'])} tokens); 95 % "
+            f"intervals ({fit['bootstrap']} resamples): α{_ci(ci, 'alpha')}, E{_ci(ci, 'E')}.")
+    else:
+        fb = doc.get("fallback") or {}
+        out.append(f"No scaling law from {what}: {fb.get('reason', 'no fit')}; "
+                   f"{fb.get('note', '')}.".replace("; .", "."))
+    out.extend(_backtest_sentence(doc))
+    if short:
+        return out
+    for note in doc["notes"]:
+        out.append(note[0].upper() + note[1:] + ".")
+    if fit:
+        out.append(f"The fit misses its own points by {100 * fit['in_sample_mean_abs_rel_error']:.2g} % on "
+                   f"average (at most {100 * fit['in_sample_max_abs_rel_error']:.2g} %).")
+    out.extend(_returns_sentences(doc))
+    out.extend(_isoflop_sentences(doc))
+    out.extend(_entropy_sentences(doc))
+    return out
+
+
+def _backtest_sentence(doc: dict[str, Any]) -> list[str]:
+    bt = doc.get("backtest")
+    if not bt:
+        return []
+    if "skipped" in bt:
+        return [f"No extrapolation check: {bt['skipped']}."]
+    s = (f"Extrapolation check: fitted without the largest model ({num(bt['held_out_from'])} parameters, "
+         f"{bt['n_train']} runs left), the law predicts its {bt['n_test']} run(s) with mean |error| "
+         f"{100 * bt['mean_abs_rel_error']:.2g} % (max {100 * bt['max_abs_rel_error']:.2g} %, "
+         f"{'too high' if bt['mean_rel_error'] > 0 else 'too low'} on average)")
+    if bt.get("naive_mean_abs_rel_error") is not None:
+        s += (f"; guessing that it does no better than the {num(bt['naive_from_params'])}-parameter model "
+              f"errs by {100 * bt['naive_mean_abs_rel_error']:.2g} %")
+    return [s + "."]
+
+
+def _returns_sentences(doc: dict[str, Any]) -> list[str]:
+    dr = doc.get("diminishing_returns") or {}
+    out = []
+    for key, noun, other in (("params", "parameters", "data"), ("tokens", "tokens", "model size")):
+        r = dr.get(key)
+        if not r:
+            continue
+        if r["value"] is None:
+            out.append(f"Diminishing returns in {noun}: not defined by this fit.")
+            continue
+        far = r["value"] / r["largest_in_sweep"]
+        where = (f"{num(far, 2)}× the largest in the sweep: an extrapolation" if far > 1 else
+                 "inside the sweep's range")
+        out.append(f"Point of diminishing returns ({other} unlimited): beyond {num(r['value'])}"
+                   f"{_ci(r, 'ci')} {noun}, another doubling gains less than {r['min_gain']:g} nats/token "
+                   f"({where}).")
+    return out
+
+
+def _isoflop_sentences(doc: dict[str, Any]) -> list[str]:
+    iso = doc.get("isoflop") or {}
+    out = []
+    for g in iso.get("groups", []):
+        if len(g["run_ids"]) < 3:
+            continue
+        spread = "at equal compute" if g["spread"] < 1.05 else f"within {g['spread']:.2g}× in compute"
+        s = (f"IsoFLOP profile at C ≈ {num(g['flops'])} FLOPs ({len(g['run_ids'])} runs {spread}): the best "
+             f"run has {num(g['best_params'])} parameters")
+        if "fitted_params" in g:
+            s += f"; the fitted optimum is {num(g['fitted_params'])}"
+        out.append(s + ".")
+    a2 = iso.get("approach2")
+    if a2 and "params" in a2:
+        out.append(f"Approach 2 (a parabola in log N per IsoFLOP profile of ≥ 4 sizes) gives N_opt ∝ "
+                   f"C^{a2['params']['a']:.2f} from {len(a2['optima'])} budgets.")
+    return out
+
+
+def _entropy_sentences(doc: dict[str, Any]) -> list[str]:
+    chk = doc.get("entropy_check")
+    if not chk:
+        return []
+    if "E" not in chk:
+        return [f"The task's exact entropy rate is {chk['entropy_rate']:.4g} nats/token; the best run is "
+                f"{chk['best_gap']:.3g} above it."]
+    verdict = {True: "inside", False: "outside", None: "without"}[chk["inside"]]
+    return [f"Known floor: the chain's exact entropy rate is H = {chk['entropy_rate']:.4g} nats/token and the "
+            f"fitted E is {chk['E']:.4g}{_ci(chk, 'E_ci', 3)} (E − H = {chk['E_minus_H']:+.3g}; H is {verdict} "
+            f"the interval); the best run is {chk['best_gap']:.3g} above the floor."]
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN and inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

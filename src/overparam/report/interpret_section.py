@@ -1,0 +1,115 @@
+"""Report section for LM sweeps of ``gpt`` runs: what the heads do and what the layers encode, by size.
+
+Reads ``DIR/analyses/interpret.json`` (:func:`overparam.interpret.sweep.interpret_sweep`), which
+is derived from the stored checkpoints alone and computed on first use (a few seconds per size
+on a CPU); every number shown comes from it.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+
+from overparam.report import plots
+from overparam.report.sections import Section, SweepContext
+
+
+def _colors(n: int) -> list[Any]:
+    cmap = plots.plt.get_cmap("viridis")
+    return [cmap(x) for x in np.linspace(0.1, 0.85, n)]
+
+
+def probe_figure(doc: dict[str, Any]) -> bytes:
+    """Selectivity vs layer, one line per model size (solid), with the probe's accuracy (dotted)."""
+    plt = plots.plt
+    fig, ax = plt.subplots(figsize=(7.2, 4.0))
+    for r, color in zip(doc["runs"], _colors(len(doc["runs"])), strict=True):
+        layers = [p["layer"] for p in r["probe"]]
+        ax.plot(layers, [p["selectivity"] for p in r["probe"]], "-o", color=color, ms=4,
+                label=f"{r['params']:,} params")
+        ax.plot(layers, [p["accuracy"] for p in r["probe"]], ":", color=color, lw=1)
+    ax.axhline(0, color="#888", lw=0.8)
+    ax.set_xlabel("layer (0 = embedding, i = after block i)")
+    ax.set_ylabel("selectivity = accuracy − control")
+    ax.set_xticks(sorted({p["layer"] for r in doc["runs"] for p in r["probe"]}))
+    ax.set_title(f"Linear probe for {doc['target']}: selectivity (solid) and accuracy (dotted)", fontsize=10)
+    ax.grid(alpha=0.3, lw=0.5)
+    ax.legend(fontsize=8, loc="best")
+    return plots.to_png(fig)
+
+
+def heads_figure(doc: dict[str, Any]) -> bytes:
+    """Head statistics vs parameters (one line per layer) and heads used vs parameters."""
+    plt = plots.plt
+    runs = doc["runs"]
+    params = [r["params"] for r in runs]
+    n_layer = max(r["n_layer"] for r in runs)
+    panels = [("max_induction", "strongest induction score"), ("max_previous_token", "strongest previous-token"),
+              ("mean_entropy", "mean attention entropy (nats)"), ("mean_first_token", "mean first-token weight")]
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.2))
+    for ax, (key, title) in zip(axes, panels, strict=False):
+        for layer, color in zip(range(n_layer), _colors(max(n_layer, 1)), strict=True):
+            pts = [(r["params"], r["head_layers"][layer][key]) for r in runs if layer < len(r["head_layers"])]
+            ax.plot(*zip(*pts, strict=True), "-o", color=color, ms=3, label=f"layer {layer}")
+        if key in ("max_induction", "max_previous_token"):
+            ax.set_ylim(0, 1.02)  # scores are attention weights: 1 = a perfect such head
+        ax.set_title(title, fontsize=9)
+    ax = axes[-1]
+    ax.plot(params, [r["heads_used"] / r["heads_total"] for r in runs], "-o", color="#c0392b", ms=3)
+    for r in runs:
+        ax.annotate(f"{r['heads_used']}/{r['heads_total']}", (r["params"], r["heads_used"] / r["heads_total"]),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_ylim(0, 1.1)
+    ax.set_title("share of heads needed (≤ 1 % loss)", fontsize=9)
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters", fontsize=8)
+        ax.grid(alpha=0.3, lw=0.5)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return plots.to_png(fig)
+
+
+def _table(doc: dict[str, Any]) -> str:
+    head = "".join(f"<th>{c}</th>" for c in ("run", "params", "test loss", "heads used", "best layer",
+                                              "selectivity", "accuracy", "control", "max induction"))
+    rows = []
+    for r in doc["runs"]:
+        best = max(r["probe"], key=lambda p: p["selectivity"])
+        ind = max(layer["max_induction"] for layer in r["head_layers"])
+        cells = [r["id"], f"{r['params']:,}", f"{r['loss']:.4f}", f"{r['heads_used']}/{r['heads_total']}",
+                 str(best["layer"]), f"{best['selectivity']:+.3f}", f"{best['accuracy']:.3f}",
+                 f"{best['control_accuracy']:.3f}", f"{ind:.3f}"]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def interpret_section(ctx: SweepContext) -> Section | None:
+    """Heads and probes across sizes, for sweeps of gpt language models with checkpoints."""
+    if ctx.runs.empty or ctx.first("model.family") != "gpt" or ctx.first("task.kind") not in ("text", "markov"):
+        return None
+    from overparam.errors import OverparamError
+    from overparam.interpret.sweep import interpret_sweep
+
+    try:
+        doc = interpret_sweep(ctx.dir, reuse=True)
+    except OverparamError as exc:  # e.g. a bpe sweep without the tokenizers extra: the rest of the report stands
+        return Section(title="Interpretability across sizes", sentences=[f"Skipped: {exc}"])
+    if not doc:
+        return None
+    section = Section(title="Interpretability across sizes", sentences=list(doc["sentences"]))
+    section.figures.append(("interpret_probes.png", probe_figure(doc),
+                            f"Linear-probe selectivity for {doc['target']} by layer, one line per model size "
+                            f"(the most-trained run of each); dotted: the probe's accuracy."))
+    section.figures.append(("interpret_heads.png", heads_figure(doc),
+                            "Head statistics vs parameters, per layer (induction on a repeated random "
+                            "sequence; entropy and first-token on test text), and the share of heads needed "
+                            "to stay within 1 % of the full model's loss."))
+    section.tables.append(_table(doc))
+    section.summary = {"target": doc["target"], "sentences": doc["sentences"],
+                       "runs": [{k: r[k] for k in ("id", "params", "heads_used", "heads_total", "probe")}
+                                for r in doc["runs"]]}
+    return section
