@@ -29,14 +29,17 @@ def run(args: argparse.Namespace) -> int:
         raise OverparamError(f"--eps: expected a number >= 0, got {args.eps}")
     doc = analyze_double_descent(args.dir, eps=args.eps, stat=args.stat, include_unstable=args.include_unstable,
                                  threshold_on=args.threshold_on)
+    from overparam.analysis.epochwise import epochwise_peaks
+    from overparam.store import load_curves, load_runs
+
+    runs, curves = load_runs(args.dir), load_curves(args.dir)
+    if curves["step"].nunique() >= 3:  # curves over training time: epoch-wise double descent too
+        epochwise = epochwise_peaks((runs, curves))
+        doc["epochwise"] = {k: v for k, v in epochwise.items() if k != "runs"}
     if args.json:
         print_json(doc)
         return 0
     from overparam.report.reading import read_curve
-
-    from overparam.store import load_runs
-
-    runs = load_runs(args.dir)
     family = runs["model.family"].iloc[0] if "model.family" in runs else None
     n_train = int(runs["task.train_size"].iloc[0]) if "task.train_size" in runs else None
     for curve in doc["curves"]:
@@ -44,4 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"curve over {curve['axis']}" + (f" ({fixed})" if fixed else "") + ":")
         for sentence in read_curve(curve, family, n_train):
             print(f"  {sentence}")
+    if "epochwise" in doc:
+        ew = doc["epochwise"]
+        print(f"epoch-wise: {ew['n_with_second_descent']} of {len(ew['sizes'])} sizes show a second descent "
+              f"of {ew['metric'].replace('_', ' ')} over training time")
     return 0

@@ -49,7 +49,7 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
                f"{size_phrase(curve, 'threshold', unit)}")
     else:
         thr = f"The models first fit every training label at {size_phrase(curve, 'threshold', unit)}"
-    if n_train and curve.get("threshold_size") is not None and curve["axis"].endswith(".width"):
+    if n_train and family in ("rff", "linear") and curve.get("threshold_size") is not None:
         ratio = float(curve["threshold_size"]) / n_train
         thr += f" (N/n = {ratio:.2f} with n = {fmt_int(n_train)} training samples)"
     out.append(thr + " (the interpolation threshold).")
