@@ -85,6 +85,16 @@ def time_fused(groups, task, device, autocast: str | None = None) -> float:
     return time.perf_counter() - start
 
 
+def warm_up(device: torch.device) -> None:
+    """First calls import and initialise lazily (torch.optim pulls in seconds of modules): not timed."""
+    spec = config_spec("seeds256", 3)
+    spec["vary"] = {"seed": [0, 1]}
+    runs = Spec(spec).runs()
+    task = load_task(runs[0].config["task"])
+    time_loop(runs, task, device)
+    time_fused([g for g in plan_groups(runs, "on", device, tasks=lambda _key: task)], task, device)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 steps instead of 200 (CPU)")
@@ -92,12 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", default="sweep64,seeds256")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--repeat", type=int, default=1, help="alternate loop/fused this many times, keep best")
+    parser.add_argument("--repeat", type=int, default=1, help="alternate loop and fused N times, keep the best")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     steps = args.steps or (30 if args.quick else 200)
+    warm_up(device)
     peak32 = matmul_peak(device, torch.float32)
     peak16 = matmul_peak(device, torch.bfloat16) if device.type == "cuda" else None
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
@@ -113,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = spec.runs()
         task = load_task(runs[0].config["task"])
         flops = sum(run_size(r.config, task)[1] for r in runs)
-        groups = plan_groups(runs, "on", device, tasks=lambda _key: task)
-        auto = plan_groups(runs, "auto", device, tasks=lambda _key: task)
+        groups = plan_groups(runs, "on", device, tasks=lambda _key, t=task: t)
+        auto = plan_groups(runs, "auto", device, tasks=lambda _key, t=task: t)
         fused_auto = sum(len(g.runs) for g in auto if g.fused)
         loop_s = fused_s = float("inf")
         for _ in range(args.repeat):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from overparam.options import resolve_section
 from overparam.train.closed_form import solve
 from overparam.train.recipe import OPTIONS
-from overparam.options import resolve_section
 
 
 def recipe(**kw):

@@ -346,12 +346,20 @@ def test_replayed_training_reproduces_the_stored_checkpoint(sweep):
     replay = rewind_weights(subject, subject.train["steps"])
     for k, v in subject.model.state_dict().items():
         assert torch.allclose(replay[k], v, atol=1e-5), k
-    found = find_tickets(subject, [0.6], rate=0.5, rewind_step=10)
+    found = find_tickets(subject, [0.6], rate=0.6, rewind_step=10)
     ticket, masks = found["tickets"][0.6]
     assert sparsity_of(masks) == pytest.approx(0.6, abs=1e-3)
     for name, w in prunable(ticket).items():
         assert not w[~masks[name]].any()
-    assert [round(level["sparsity"], 3) for level in found["levels"]] == [0.5, 0.6]
+    assert found["levels"][0]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+def test_lottery_levels_remove_a_fixed_share_of_survivors_and_stop_at_each_target():
+    from overparam.compress.lottery import level_sparsities
+
+    levels = level_sparsities([0.5, 0.9], rate=0.3)
+    assert levels[:2] == pytest.approx([0.3, 0.5]) and levels[2] == pytest.approx(1 - 0.5 * 0.7)
+    assert levels[-1] == 0.9 and 0.9 in levels and levels == sorted(levels)
 
 
 def test_cli_json_and_bad_input(sweep, capsys):

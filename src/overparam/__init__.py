@@ -23,6 +23,7 @@ _EXPORTS = {
     "run_demo": "overparam.demo",
     "theory": "overparam.analysis.theory",
     "fit_scaling_law": "overparam.analysis.scaling",
+    "compress_run": "overparam.compress.frontier",
     "OverparamError": "overparam.errors",
 }
 

@@ -119,7 +119,7 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, fuse: str = "aut
 
 def _after_part(name: str, directory: Path, quick: bool) -> dict[str, Any]:
     """Analyses that follow a part's sweep (scaling fit, compression), stored beside it."""
-    hooks = {"lm-scaling": "overparam.demo_lm:after_sweep", "trained-mlp": "overparam.compress:after_demo_sweep"}
+    hooks = {"lm-scaling": "overparam.demo_lm:after_sweep", "trained-mlp": "overparam.demo:compress_widest"}
     target = hooks.get(name)
     if not target:
         return {}
@@ -131,6 +131,27 @@ def _after_part(name: str, directory: Path, quick: bool) -> dict[str, Any]:
     except (ImportError, AttributeError):
         return {}
     return func(directory, quick) or {}
+
+
+def compress_widest(directory: Path, quick: bool) -> dict[str, Any]:
+    """Compress the widest seed-0 MLP of the sweep: how much of its width was needed?
+
+    Magnitude pruning with fine-tuning, neuron pruning that rebuilds a smaller dense model,
+    int8/int4 weight-only quantization and a distilled student, each placed on the dense
+    sweep's own curve as a dense-equivalent size (``overparam.compress``).
+    """
+    from overparam.compress import compress_run
+    from overparam.store import load_runs
+
+    runs = load_runs(directory, status="done")
+    if runs.empty:
+        return {}
+    widest = runs[runs["seed"] == runs["seed"].min()].sort_values("params").iloc[-1]
+    doc = compress_run(directory, widest["id"], prune=(0.5, 0.9), prune_structured=(0.5, 0.9),
+                       quantize=["int8", "int4"] if quick else None, distill_widths=(32,) if not quick else (),
+                       onnx=not quick, repeats=10 if quick else 30)
+    lines = [m["sentence"] for m in doc["models"] if m.get("sentence") and m["method"] in ("prune", "quantize")]
+    return {"headline": [f"Compression of the widest MLP: {lines[0]}"] if lines else []}
 
 
 def headline(out: Path, manifest: dict[str, Any]) -> list[str]:

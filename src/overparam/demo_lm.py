@@ -8,33 +8,48 @@ tokens) holds runs of about the same compute: an IsoFLOP-style grid (Hoffmann et
 approach 2) from which ``overparam fit`` reads L(N, D) and the compute-optimal frontier.
 Every run's cosine schedule ends at its own last step, as Chinchilla's do.
 
-Runtime, measured with ``overparam.train.run.train_run`` (task loaded once, one torch thread)
-on 2 CPU cores shared with other jobs (load average ≈ 5): full, 9 runs, 186 s wall (97 s of
-CPU); quick, 6 runs, 11.7 s wall (5.7 s of CPU). Models this small want one torch thread per
-process: with torch's default 2 threads on the busy cores the quick grid took 49 s.
+After the sweep, :func:`after_sweep` writes the scaling analysis (``analysis/scaling_report.py``):
+the Approach 3 fit with bootstrap intervals, the compute-optimal frontier, the extrapolation
+backtest, the points of diminishing returns, and the demo's headline sentences.
+
+Runtime of the part (``run_sweep`` with one torch thread, then :func:`after_sweep`), measured on
+2 CPU cores shared with other jobs: full, 12 runs, 125 s of CPU for training + 9 s for the analysis
+(1,000 resamples); wall ≈ 200 s + 12 s at load average ≈ 5, 614 s + 30 s at load ≈ 10. Quick,
+8 runs, 8 s of CPU + 2 s (200 resamples); wall 15 s + 3 s at load ≈ 5, 27 s + 6 s at load ≈ 10.
+Models this small want one torch thread per process: with torch's default 2 threads on the busy
+cores the former 6-run quick grid took 49 s instead of 12.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from overparam.train.lm import default_lr
+
+# Bootstrap resamples of the scaling fit: Approach 3 with 1,000 resamples took 7 s of CPU on the
+# full part's 12 runs (200 on the quick part's 8: 1 s), next to minutes of training.
+BOOTSTRAP = {True: 200, False: 1000}
 
 
 def lm_scaling_spec(quick: bool = False) -> dict[str, Any]:
     """A spec dict: char-level GPTs, d_model × steps, on the embedded corpus.
 
-    full (``quick=False``): 2 layers, context 64, d_model 32 / 64 / 128 × steps 60 / 180 / 540 of
-    16 windows (61k–553k tokens, up to 1.3 passes over the 418k training characters); 9 runs.
-    quick: 1 layer, context 32, d_model 16 / 32 / 64 × steps 30 / 90 of 16 windows; 6 runs.
+    full (``quick=False``): 2 layers, context 64, d_model 16 / 32 / 64 / 128 × steps 60 / 180 / 540
+    of 16 windows (61k–553k tokens, up to 1.3 passes over the 418k training characters); 12 runs.
+    Four sizes, not three: the extrapolation backtest refits without the largest size, and the
+    joint law needs three sizes left to pin A and α (``analysis/scaling_report.py``).
+    quick: 1 layer, context 32, d_model 8 / 16 / 32 / 64 × steps 30 / 90 of 16 windows; 8 runs.
+    Two budgets cannot identify L(N, D), so the quick part fits L(N) at the larger budget; its
+    fourth size leaves one run to backtest that.
     """
     if quick:
         model = {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 32}
-        vary = {"model.d_model": [16, 32, 64], "train.steps": [30, 90]}
+        vary = {"model.d_model": [8, 16, 32, 64], "train.steps": [30, 90]}
         middle, warmup = 32, 5
     else:
         model = {"family": "gpt", "n_layer": 2, "n_head": 4, "context": 64}
-        vary = {"model.d_model": [32, 64, 128], "train.steps": [60, 180, 540]}
+        vary = {"model.d_model": [16, 32, 64, 128], "train.steps": [60, 180, 540]}
         middle, warmup = 64, 10
     return {
         "name": "lm-scaling-quick" if quick else "lm-scaling",
@@ -48,3 +63,17 @@ def lm_scaling_spec(quick: bool = False) -> dict[str, Any]:
         "vary": vary,
         "seed": 0,
     }
+
+
+def after_sweep(directory: Path, quick: bool) -> dict[str, Any]:
+    """``overparam demo``'s hook after this part: the scaling analysis, stored as
+    ``DIR/analyses/scaling.json``, and its headline sentences for the top of the report."""
+    from overparam.analysis.scaling_report import analyze_scaling_sweep
+    from overparam.errors import OverparamError
+
+    try:
+        doc = analyze_scaling_sweep(directory, bootstrap=BOOTSTRAP[quick], seed=0)
+    except OverparamError as exc:  # e.g. every run diverged: the report still shows the runs
+        return {"headline": [f"Language-model scaling: no fit ({exc})."]}
+    return {"headline": [f"Language models: {s[0].lower()}{s[1:]}" for s in doc["headline"][:1]]
+            + doc["headline"][1:], "scaling": {"law": doc["law"], "seconds": doc["seconds"]}}

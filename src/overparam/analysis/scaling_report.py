@@ -448,7 +448,8 @@ def read_scaling(doc: dict[str, Any], short: bool = False) -> list[str]:
         out.append(
             f"Scaling fit (Chinchilla Approach 3) on {what}: L(N, D) = {_floor(p['E'])} + {num(p['A'])}/N^"
             f"{p['alpha']:.2f} + {num(p['B'])}/D^{p['beta']:.2f} nats/token; 95 % bootstrap intervals "
-            f"({fit['bootstrap']} resamples): α{_ci(ci, 'alpha')}, β{_ci(ci, 'beta')}, E{_ci(ci, 'E')}. "
+            f"({fit['bootstrap']} resamples): α{_ci(ci, 'alpha')}, β{_ci(ci, 'beta')}, E{_ci(ci, 'E')}"
+            f"{' (E not identified: no loss floor in sight)' if p['E'] < 1e-6 else ''}. "
             f"Five constants from {n_runs} tiny models trained for seconds on a CPU: the intervals are the "
             f"honest part, and the exponents describe this grid, not language models at large "
             f"(Hoffmann et al. 2022 found α ≈ {HOFFMANN['alpha']}, β ≈ {HOFFMANN['beta']} at 70M–16B "
@@ -494,9 +495,13 @@ def _backtest_sentence(doc: dict[str, Any]) -> list[str]:
          f"{bt['n_train']} runs left), the law predicts its {bt['n_test']} run(s) with mean |error| "
          f"{100 * bt['mean_abs_rel_error']:.2g} % (max {100 * bt['max_abs_rel_error']:.2g} %, "
          f"{'too high' if bt['mean_rel_error'] > 0 else 'too low'} on average)")
-    if bt.get("naive_mean_abs_rel_error") is not None:
+    naive = bt.get("naive_mean_abs_rel_error")
+    if naive is not None:
         s += (f"; guessing that it does no better than the {num(bt['naive_from_params'])}-parameter model "
-              f"errs by {100 * bt['naive_mean_abs_rel_error']:.2g} %")
+              f"errs by {100 * naive:.2g} %")
+        if naive < bt["mean_abs_rel_error"]:
+            s += (", closer than the law: fitted on the smaller models, it "
+                  f"{'over' if bt['mean_rel_error'] < 0 else 'under'}estimates what the largest one gains")
     return [s + "."]
 
 

@@ -118,15 +118,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"ONNX: max |ONNX Runtime - PyTorch| = {o['max_abs_diff']:.2e}; ONNX Runtime fp32 at batch 1: "
               f"{o['latency_ms_b1']:.3f} ms, batch 64: {o['latency_ms_b64']:.3f} ms (median)")
     m = doc["machine"]
-    print(f"measured on {m['processor']}, {m['torch_threads']} torch threads, load average "
-          f"{m.get('load_average')}; latencies are medians (p10-p90) of {doc['settings']['repeats']} calls")
+    threads = m["torch_threads"]
+    print(f"measured on {m['processor']}, {threads} torch thread{'' if threads == 1 else 's'}, load average "
+          f"{m.get('load_average')}; latencies are medians (p10-p90) of {doc['settings']['repeats']} calls; "
+          f"x b1, x b64: speed-up over the dense model, median of call-by-call ratios timed interleaved")
     return 0
 
 
 def table(doc: dict) -> str:
     """The frontier as an aligned text table."""
     rows = [("method", "setting", "variant", "test err", "test loss", "nonzero", "bytes", "b1 ms (p10-p90)",
-             "b64 ms", "dense-eq params")]
+             "b64 ms", "x b1", "x b64", "dense-eq params")]
     for e in doc["models"]:
         err = "" if e["test_error"] is None else f"{100 * e['test_error']:.2f} %"
         eq = e["dense_equivalent_params"]
@@ -138,6 +140,6 @@ def table(doc: dict) -> str:
         rows.append((e["method"], "" if e["setting"] is None else str(e["setting"]), variant, err,
                      f"{e['test_loss']:.4f}", f"{e['nonzero_params']:,}", f"{e['bytes']:,}",
                      f"{b1['median']:.3f} ({b1['p10']:.3f}-{b1['p90']:.3f})", f"{e['latency_ms_b64']:.3f}",
-                     eq_text))
+                     f"{e['speedup_b1']:.2f}", f"{e['speedup_b64']:.2f}", eq_text))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -30,14 +30,15 @@ class Bench:
         self.repeats, self.warmup, self.log = repeats, warmup, log
         self.entries: list[dict[str, Any]] = []
         self.dense: dict[str, Any] | None = None
+        self._since = time.perf_counter()  # the log shows each model's time, training included
 
     def add(self, method: str, setting: Any, label: str, forward: Callable[[torch.Tensor], torch.Tensor],
             nonzero: int, n_params: int, file: Path, nbytes: int, runtime: str = "torch",
             **extra: Any) -> dict[str, Any]:
         """Evaluate and time ``forward``; append and return its entry."""
-        from overparam.compress.frontier import dense_equivalent, sentence
+        from overparam.compress.frontier import dense_equivalent
+        from overparam.compress.reading import sentence
 
-        t0 = time.perf_counter()
         entry: dict[str, Any] = {"method": method, "setting": setting, "label": label, "runtime": runtime,
                                  **extra}
         entry.update(self.subject.evaluate(forward))
@@ -55,6 +56,9 @@ class Bench:
         eq = dense_equivalent(self.curve, entry["test_loss"])
         entry.update({"dense_equivalent_params": eq["params"], "dense_equivalent_size": eq["size"],
                       "dense_equivalent_status": eq["status"], "dense_equivalent_bound": eq.get("bound")})
+        if entry["test_error"] is not None:  # the same reading on the test-error curve, for comparison
+            entry["dense_equivalent_params_by_error"] = dense_equivalent(self.curve, entry["test_error"],
+                                                                         "test_error")["params"]
         if self.dense is None:
             self.dense = entry
         for b in ("b1", "b64"):  # median of interleaved per-call ratios (1 for the dense model itself)
@@ -68,7 +72,8 @@ class Bench:
         self.log(f"  {method:<16} {str(setting):<12} {entry.get('variant') or '':<9} "
                  f"loss {entry['test_loss']:.4f}"
                  + (f"  error {100 * err:5.2f} %" if err is not None else "")
-                 + f"  b1 {entry['latency_ms_b1']:.3f} ms  ({time.perf_counter() - t0:.1f} s)")
+                 + f"  b1 {entry['latency_ms_b1']:.3f} ms  ({time.perf_counter() - self._since:.1f} s)")
+        self._since = time.perf_counter()
         return entry
 
     def add_torch(self, method: str, setting: Any, label: str, model: nn.Module, slug: str,

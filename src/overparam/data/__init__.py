@@ -13,6 +13,7 @@ TASKS: dict[str, str] = {
     "teacher": "overparam.data.teacher",
     "text": "overparam.data.text",
     "markov": "overparam.data.markov",
+    "mnist": "overparam.data.mnist", "cifar10": "overparam.data.cifar10",
 }
 
 

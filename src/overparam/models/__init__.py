@@ -12,6 +12,7 @@ FAMILIES: dict[str, str] = {
     "rff": "overparam.models.rff",
     "mlp": "overparam.models.mlp",
     "gpt": "overparam.models.gpt",
+    "cnn": "overparam.models.cnn",
 }
 
 

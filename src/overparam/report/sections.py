@@ -191,3 +191,13 @@ def interpret_section(ctx: SweepContext) -> Section | None:
 
 
 BUILDERS[-1:-1] = [interpret_section]  # LM sweeps of gpt runs only; the runs table stays last
+
+
+def compression_section(ctx: SweepContext) -> Section | None:
+    """The compression frontier, when ``overparam compress`` wrote ``analyses/compress.json``."""
+    from overparam.compress.report import compression_section as build
+
+    return build(ctx)
+
+
+BUILDERS[-1:-1] = [compression_section]  # the runs table stays last

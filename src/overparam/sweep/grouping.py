@@ -8,18 +8,18 @@ label-noise draw. Closed-form runs and families without a fused engine never fus
 ``--fuse off``: every run alone (the reference). ``on``: every fusable class fused (split only
 to bound memory). ``auto``: fused where the cost model below predicts it pays.
 
-Cost model (seconds per optimizer step, B = batch, F = training FLOPs per example):
+Cost model (seconds per optimizer step; B = batch, F = training FLOPs per example, M members):
 
     loop   Σ_i ( LOOP_STEP + B·F_i / RATE )
-    fused  GROUP_STEP + buckets · BUCKET_STEP + Σ_i B·F_i^padded / RATE
+    fused  GROUP_STEP + buckets·BUCKET_STEP + M·MEMBER_STEP + Σ_i B·F_i^padded / RATE
 
-A group fuses when fused ≤ ``MARGIN`` × loop. The constants were measured with
-``benchmarks/sweep_speed.py`` on the 2-core CPU this was developed on (docs/fused.md has the
-table): a loop step of a small MLP costs ≈ 0.6 ms of fixed overhead (forward, backward,
-single-tensor Adam, the NaN check); a fused bucket ≈ 0.15 ms. With these numbers fusion pays
-for any group of two or more small members, and for large members is a wash (the padded
-FLOPs of the grid stay under 25 %, and members above ``EXACT_PARAMS`` are not padded): auto
-then declines only when padding or memory would cost more than the overhead it removes.
+A group fuses when fused ≤ ``MARGIN`` × loop. CPU constants: process time per step, measured
+on the 2-core development machine (1 thread, under load from other jobs, so absolute values
+are inflated by ~1.5× but ratios hold): a loop step of a width-8 MLP (digits, batch 128, Adam)
+costs 1.4 ms, of width 64–256 1.7–1.8 ms; a fused step of 2 members in one bucket 1.3 ms, of
+8 members 1.9 ms, of 32 members 4.7 ms; each extra bucket adds 0.4 ms. With these numbers
+fusion pays for any group of two or more small members; for members whose matmuls dominate
+(thousands of units) it is a wash and auto declines unless the overhead removed is >= 10 %.
 """
 
 from __future__ import annotations
@@ -35,10 +35,11 @@ from overparam.data.base import TaskData
 from overparam.spec import Run
 
 # Calibrated on CPU (see module doc); CUDA numbers are launch-bound estimates (kernel ≈ 5 µs,
-# a loop step ≈ 60 launches, a graphed fused step ≈ one launch plus 20 kernels per bucket).
+# a loop step ≈ 60 launches, a graphed fused step ≈ one replay plus ~20 kernel nodes per bucket).
 COST = {
-    "cpu": {"LOOP_STEP": 6e-4, "GROUP_STEP": 1e-3, "BUCKET_STEP": 1.5e-4, "RATE": 4e10},
-    "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 5e-5, "BUCKET_STEP": 1e-5, "RATE": 5e13},
+    "cpu": {"LOOP_STEP": 1.4e-3, "GROUP_STEP": 0.9e-3, "BUCKET_STEP": 0.4e-3, "MEMBER_STEP": 0.1e-3,
+            "RATE": 4e10},
+    "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 5e-5, "BUCKET_STEP": 2e-5, "MEMBER_STEP": 1e-6, "RATE": 5e13},
 }
 MARGIN = 0.9  # fuse only for a predicted gain of at least 10 %: the model is coarse
 GROUP_MEMORY = {"cpu": 2 << 30, "cuda": None}  # bytes per fused group; CUDA: 40 % of the device
@@ -143,7 +144,7 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
     loop = sum(c["LOOP_STEP"] + flops(cfg) / c["RATE"] for cfg in configs)
     buckets = len(plan_layout(configs, shape, device.type).buckets)
     padded = sum(flops(cfg, padded_width(cfg, shape, device.type)) for cfg in configs)
-    fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + padded / c["RATE"]
+    fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + len(configs) * c["MEMBER_STEP"] + padded / c["RATE"]
     return loop, fused
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from overparam.data.base import TaskData
+from overparam.models.base import generator
 from overparam.train.batches import batch_indices, eval_steps
 from overparam.train.evaluate import batch_loss, evaluate, loss_kind, to_tensors
 from overparam.train.health import flag
@@ -35,13 +36,18 @@ def train_model(model: torch.nn.Module, task: TaskData, train: dict[str, Any], s
     if 0 in checkpoints:
         curve.append((0, evaluate(model, data, task, kind)))
     torch.manual_seed(seed)  # dropout masks: the only draw from the global stream
+    augment = getattr(task, "augment_fn", None)  # (x_batch, generator) -> x_batch; images only
+    augment_gen = generator(seed, "augment") if augment is not None else None
     model.train()
     step = 0
     for step, idx in enumerate(batch_indices(task.n_train, batch, steps, seed), start=1):
         idx = idx.to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, train)
-        loss = batch_loss(model(data["x_train"][idx]), data["y_train"][idx], kind, n_classes)
+        x = data["x_train"][idx]
+        if augment is not None:
+            x = augment(x, augment_gen)
+        loss = batch_loss(model(x), data["y_train"][idx], kind, n_classes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if train["clip"] is not None:

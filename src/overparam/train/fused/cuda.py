@@ -26,7 +26,7 @@ class GraphedStep:
         if step.data.x_train.device.type != "cuda":
             raise ValueError("CUDA graphs need the group on a CUDA device")
         self.step = step
-        self.step.cache_lr = False  # the (P,) lr is rebuilt inside the graph from ctl
+        self.step.opt.eager = False  # per-member numbers are rebuilt inside the graph from ctl
         self.graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
 
     def _state(self) -> list[torch.Tensor]:
@@ -36,7 +36,8 @@ class GraphedStep:
         return tensors
 
     def _capture(self, idx: torch.Tensor, ctl: torch.Tensor):
-        static_idx, static_ctl = idx.clone(), torch.zeros(len(ctl) + 2, dtype=torch.float64, device=idx.device)
+        static_idx = idx.clone()
+        static_ctl = torch.zeros(len(ctl) + 2, dtype=torch.float64, device=idx.device)  # ctl, bc1, √bc2
         members = self.step.net.layout.size
 
         def run() -> None:
@@ -56,7 +57,7 @@ class GraphedStep:
         self.step.net.params.flat.grad = None  # backward allocates the grad inside the graph's pool
         with torch.cuda.graph(graph):
             run()
-        for dst, src in zip(self._state(), saved):
+        for dst, src in zip(self._state(), saved, strict=True):
             dst.copy_(src)
         return graph, static_idx, static_ctl
 

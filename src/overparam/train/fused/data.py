@@ -78,13 +78,19 @@ class GroupData:
         return F.one_hot(y, self.n_classes).to(dtype) if self.classification else y
 
 
+def example_losses(out: torch.Tensor, y: torch.Tensor, kind: str, data: GroupData) -> torch.Tensor:
+    """(M, B) loss of each example, from feature-major outputs ``out`` (M, K, B) and labels (M, B, …).
+
+    Cross-entropy over the class dimension 1; MSE the squared distance summed over outputs.
+    """
+    if kind == "cross_entropy":
+        return F.cross_entropy(out, y, reduction="none")
+    return ((out - data.targets(y, out.dtype).transpose(1, 2)) ** 2).sum(dim=1)
+
+
 def member_losses(out: torch.Tensor, y: torch.Tensor, kind: str, data: GroupData) -> torch.Tensor:
     """(M,) mean loss per member over its batch, as ``evaluate.batch_loss`` computes each."""
-    members, batch = out.shape[:2]
-    if kind == "cross_entropy":
-        per = F.cross_entropy(out.reshape(members * batch, -1), y.reshape(-1), reduction="none")
-        return per.view(members, batch).mean(dim=1)
-    return ((out - data.targets(y, out.dtype)) ** 2).sum(dim=2).mean(dim=1)
+    return example_losses(out, y, kind, data).mean(dim=1)
 
 
 def group_batches(n: int, batch: int, steps: int, seeds: list[int], device: torch.device
@@ -97,5 +103,5 @@ def group_batches(n: int, batch: int, steps: int, seeds: list[int], device: torc
     distinct = sorted(set(seeds))
     streams = [batch_indices(n, batch, steps, s) for s in distinct]
     where = torch.tensor([distinct.index(s) for s in seeds])
-    for rows in zip(*streams):
+    for rows in zip(*streams, strict=True):
         yield torch.stack(rows)[where].to(device)  # (M, B)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -63,7 +64,7 @@ class DropoutMasks:
         self.net, self.device, self.dtype = net, device, dtype
         self.p = [t["dropout"] for t in trains]
         self.gens = []
-        for seed, p in zip(seeds, self.p):
+        for seed, p in zip(seeds, self.p, strict=True):
             gen = torch.Generator(device=device) if p > 0 else None
             if gen is not None:
                 gen.manual_seed(seed)
@@ -104,16 +105,13 @@ class Step:
         members, device = net.layout.size, data.x_train.device
         self.active = torch.ones(members, dtype=torch.bool, device=device)
         self.diverged_at = torch.zeros(members, dtype=torch.float64, device=device)
-        self.cache_lr = True  # eager: rebuild the (P,) lr only when a member's lr changes
-        self._lr_key: torch.Tensor | None = None
-        self._lr_flat: float | torch.Tensor | None = None
 
     def __call__(self, idx: torch.Tensor, ctl: torch.Tensor, masks=None, bias=None) -> None:
         """``ctl`` (M + 1,) float64: each member's lr at this step, then the step number."""
         net, members = self.net, self.net.layout.size
         with torch.autocast(idx.device.type, dtype=self.autocast or torch.bfloat16,
                             enabled=self.autocast is not None, cache_enabled=False):
-            out = net.train_forward(idx, masks)  # (M, B, K)
+            out = net.train_forward(idx, masks)  # (M, K, B)
             losses = member_losses(out, self.data.labels(idx, members), self.kind, self.data)  # (M,)
         net.params.flat.grad = None
         losses.sum().backward()  # d(Σ loss_i)/d(loss_i) = 1: each member gets its own gradient
@@ -122,18 +120,16 @@ class Step:
         if self.opt.clipping:
             norms = self.opt.clip_(net.params.flat.grad)
             ok &= torch.isfinite(norms) | ~self.opt.has_clip  # the loop checks the norm only when clipping
-        self.diverged_at.copy_(torch.where(self.active & ~ok, ctl[members], self.diverged_at))  # in place: graphs
+        newly = self.active & ~ok
+        self.diverged_at.copy_(torch.where(newly, ctl[members], self.diverged_at))  # in place: graphs read it
         self.active &= ok
         self.opt.step(self._lr(ctl[:members] * self.active), bias)
 
     def _lr(self, lr: torch.Tensor) -> float | torch.Tensor:
-        """The optimizer's lr: a float when all members share it (eager only), else (P,)."""
-        if not self.cache_lr:
-            return self.opt.expand(lr)
-        if self._lr_key is None or not torch.equal(lr, self._lr_key):
-            shared = bool((lr == lr[0]).all()) and bool(self.active.all())
-            self._lr_key, self._lr_flat = lr, float(lr[0]) if shared else self.opt.expand(lr)
-        return self._lr_flat
+        """A float when all members share one lr (eager only: reading it syncs), else (M,)."""
+        if self.opt.eager and bool((lr == lr[0]).all()):
+            return float(lr[0])
+        return lr
 
 
 def _autocast_dtype(device: torch.device, autocast: str | None) -> torch.dtype | None:
@@ -146,13 +142,53 @@ def _autocast_dtype(device: torch.device, autocast: str | None) -> torch.dtype |
     return torch.bfloat16 if device.type == "cuda" else None
 
 
+def _network(slots: list[dict[str, Any]], members: list[torch.nn.Module], layout, data: GroupData,
+             dtype: torch.dtype, device: torch.device, autocast: torch.dtype | None, kernel: str) -> FusedNet:
+    """Buckets, or for a one-hidden-layer MLP group the jagged grouped-matmul network.
+
+    ``auto`` takes the jagged path on CUDA under bf16 autocast where torch has a grouped matmul,
+    after ``jagged.probe`` agreed with the bucketed network on this group's data; ``jagged``
+    forces it (on CPU through a loop of matmuls: for tests), ``buckets`` never takes it.
+    """
+    from overparam.train.fused import jagged
+
+    model, shape_in, shape_out = slots[0]["model"], data.x_train.shape[1], net_outputs(data)
+    bucketed = build_net(model["family"], members, layout, model, shape_in, shape_out, dtype, device)
+    eligible = model["family"] == "mlp" and model["depth"] == 1 and all(c["train"]["dropout"] == 0 for c in slots)
+    if kernel not in ("auto", "buckets", "jagged"):
+        raise ValueError(f"kernel: expected auto, buckets or jagged, got {kernel!r}")
+    wanted = kernel == "jagged" or (kernel == "auto" and autocast is not None and jagged.native_available(device))
+    if not (eligible and wanted):
+        if kernel == "jagged":
+            raise ValueError("kernel jagged: only one-hidden-layer MLPs without dropout")
+        return bucketed
+    net = jagged.JaggedMLP(members, layout, shape_in, shape_out, dtype, device)
+    x = data.x_train[:256]  # (B, d)
+    tol = 5e-2 if autocast is not None else 1e-9  # bf16 has 8 mantissa bits
+    why = jagged.probe(net, bucketed, members, x, tol) or \
+        jagged.probe(net, bucketed, members, x.expand(layout.size, *x.shape), tol)
+    if why is None:
+        return net
+    if kernel == "jagged":
+        raise ValueError(f"kernel jagged: disagrees with the bucketed network ({why})")
+    warnings.warn(f"fused group: grouped matmul unusable here ({why}); using buckets", stacklevel=3)
+    return bucketed
+
+
+def net_outputs(data: GroupData) -> int:
+    """K: classes, or regression targets."""
+    return data.n_classes if data.classification else data.y_train.shape[-1]
+
+
 def train_group(configs: list[dict[str, Any]], task: TaskData, device: torch.device, *,
-                autocast: str | None = None, graphs: bool | None = None) -> list[TrainResult]:
+                autocast: str | None = None, graphs: bool | None = None, kernel: str = "auto"
+                ) -> list[TrainResult]:
     """Train ``configs`` (resolved run configs; ``task`` is the first one's) as one program.
 
     Returns one ``TrainResult`` per config, in order, with ``train_model``'s metrics, curve and
     state-dict structure, plus ``metrics["fused"] = True`` and ``metrics["group_size"]``.
-    ``graphs`` (default: on CUDA without dropout) captures the step as a CUDA graph.
+    ``autocast``: "bf16" (CUDA only; default from OVERPARAM_AUTOCAST). ``graphs`` (default: on
+    CUDA without dropout) captures the step as a CUDA graph. ``kernel``: see ``_network``.
     """
     check_group(configs)
     shape, train0 = shape_of(task), configs[0]["train"]
@@ -164,17 +200,18 @@ def train_group(configs: list[dict[str, Any]], task: TaskData, device: torch.dev
     fam = family_module(family)
     members = [fam.build(c["model"], shape, c["seed"], dropout=c["train"]["dropout"]).to(dtype=dtype)
                for c in slots]
-    net = build_net(family, members, layout, slots[0]["model"], shape.input_dim, shape.output_dim, dtype, device)
-    net.bind(data.x_train)
     trains = [c["train"] for c in slots]
+    precision = _autocast_dtype(device, autocast)
+    net = _network(slots, members, layout, data, dtype, device, precision, kernel)
+    net.bind(data.x_train)
     opt = FusedOptimizer(net.params.flat, net.params.run_owner, net.params.run_len, trains)
     kind = loss_kind(task, train0)
-    step_fn = Step(net, opt, data, kind, _autocast_dtype(device, autocast))
+    step_fn = Step(net, opt, data, kind, precision)
+    if graphs is None:
+        graphs = device.type == "cuda" and not any(t["dropout"] > 0 for t in trains)
     masks = DropoutMasks(net, trains, [c["seed"] for c in slots], device, dtype) if family == "mlp" else None
     if masks is not None and not masks.active:
         masks = None
-    if graphs is None:
-        graphs = device.type == "cuda" and masks is None
     runner = step_fn
     if graphs:
         from overparam.train.fused.cuda import GraphedStep

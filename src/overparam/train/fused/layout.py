@@ -6,9 +6,11 @@ width depends only on its own width and the settings every member of its group s
 which other runs are in the group: a run trains to the same bits whether its neighbours diverge,
 are resumed later or are left out (the bit-identity test relies on this).
 
-Padding rule: grow widths along a grid on which a member's padded parameter count is at most
-``MAX_WASTE`` × its own; members at least ``EXACT_PARAMS`` large keep their exact width (their
-matmuls are big enough that one more bucket costs less than the padded FLOPs would).
+Padding rule: round widths up to a grid on which a member's padded parameter count is at most
+``MAX_WASTE`` × its own (``padded_width``); members at least ``EXACT_PARAMS`` large keep their
+exact width (their matmuls are big enough that one more bucket costs less than padded FLOPs);
+members up to ``MIN_PAD`` wide share one bucket of that width (a bmm of 16 rows costs what one
+of 2 rows does: below that, per-bucket overhead is all there is).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from overparam.models import family_module
@@ -25,6 +26,7 @@ from overparam.models.base import Shape
 FAMILIES = ("mlp", "rff", "linear")  # gpt: later (its own engine over token streams)
 MAX_WASTE = 1.25  # padded params / own params, at most (the issue's "padding wastes <= 25 %")
 EXACT_PARAMS = {"cpu": 1 << 16, "cuda": 1 << 20}  # own bucket above this many params (≈ 3 ms/step on CPU)
+MIN_PAD = 16  # narrower members all pad to 16: their matmuls cost the same, their buckets do not
 CUDA_ALIGN = 8  # bf16/fp32 tensor-core tiles want widths in multiples of 8
 
 # Per-member keys of a resolved config. Everything else must be equal within a group.
@@ -65,44 +67,35 @@ def own_width(config: dict[str, Any], shape: Shape) -> int:
     return int(width)
 
 
-@lru_cache(maxsize=64)
-def _grid(model_json: str, shape: Shape, limit: int) -> tuple[int, ...]:
-    """Widths 1 = g0 < g1 < … where params(g_k) <= MAX_WASTE × params(g_{k-1} + 1)."""
-    model = json.loads(model_json)
-    params = _params_fn(model, shape)
-    grid, top, cap = [1], 1, 2 * limit + 2  # cap: params may stop growing (linear beyond its input)
-    while top < limit:
-        budget = MAX_WASTE * params(top + 1)
-        lo, hi = top + 1, min(2 * top + 2, cap)
-        while params(hi) <= budget and hi < cap:
-            hi = min(2 * hi, cap)
-        while lo < hi:  # largest g with params(g) <= budget; params grows with width
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if params(mid) <= budget else (lo, mid - 1)
-        top = lo
-        grid.append(top)
-    return tuple(grid)
-
-
-def _params_fn(model: dict[str, Any], shape: Shape) -> Callable[[int], int]:
-    family = family_module(model["family"])
-    return lambda w: family.count_params({**model, "width": w}, shape)
+def _significant_bits(config: dict[str, Any]) -> int:
+    """Grid resolution: q significant bits bound the width ratio by 1 + 2^(1−q), and the
+    parameter ratio by its power p (params grow like width^p): q = 3 (≤ 1.25) when p = 1,
+    q = 5 (1.0625² ≈ 1.13) when hidden-to-hidden layers make p = 2."""
+    model = config["model"]
+    return 5 if model["family"] == "mlp" and model.get("depth", 1) >= 2 else 3
 
 
 def padded_width(config: dict[str, Any], shape: Shape, device_type: str) -> int:
-    """The width a member is stored at: its own, or the next grid point (see module doc)."""
+    """The width a member is stored at: its own, or the next grid point (see module doc).
+
+    The grid holds the numbers with at most q significant bits (…, 32, 40, 48, 56, 64, 80, …
+    for q = 3): round widths stay exact, and padding wastes at most ``MAX_WASTE`` − 1.
+    """
     w = own_width(config, shape)
-    model = {k: v for k, v in config["model"].items() if k != "width"}
-    params = _params_fn(model, shape)
-    limit = shape.input_dim if config["model"]["family"] == "linear" else None
-    if params(w) >= EXACT_PARAMS.get(device_type, EXACT_PARAMS["cuda"]):
+    family = family_module(config["model"]["family"])
+    params = family.count_params({**config["model"], "width": w}, shape)
+    if params >= EXACT_PARAMS.get(device_type, EXACT_PARAMS["cuda"]):
         pad = w
+    elif w <= MIN_PAD:
+        pad = MIN_PAD
     else:
-        grid = _grid(json.dumps(model, sort_keys=True), shape, 1 << max(w - 1, 1).bit_length())
-        pad = next(g for g in grid if g >= w)
+        drop = max(w.bit_length() - _significant_bits(config), 0)
+        pad = -(-w >> drop) << drop  # round up to a multiple of 2^drop
     if device_type == "cuda" and pad >= CUDA_ALIGN:
         pad = -(-pad // CUDA_ALIGN) * CUDA_ALIGN
-    return min(pad, limit) if limit else pad
+    if config["model"]["family"] == "linear":
+        pad = min(pad, shape.input_dim)
+    return pad
 
 
 @dataclass(frozen=True)

@@ -26,52 +26,84 @@ from overparam.train.fused.layout import Layout
 FEATURE_CACHE_BYTES = 256 << 20  # rff: keep the train set's fixed features when they fit in this
 
 
-class FlatParams(nn.Module):
-    """Members' trainable tensors, zero-padded to their bucket's width, in one flat leaf.
+Place = tuple[str, tuple, bool]  # (chunk key, index into that chunk's view, stored transposed)
 
-    ``run_owner[r]``/``run_len[r]``: the flat tensor is a sequence of runs, each one member's
-    piece of one parameter; optimizer and clipping expand per-member numbers along them.
+
+def _corner(shape: torch.Size | tuple[int, ...]) -> tuple[slice, ...]:
+    return tuple(slice(0, n) for n in shape)
+
+
+class FlatParams(nn.Module):
+    """Members' trainable tensors, zero-padded, in one flat leaf split into named chunks.
+
+    ``chunks``: chunk key -> shape, in flat order. ``places[slot][param name]``: where that
+    member's tensor lives, in the top-left corner of ``chunk[key][index]`` (transposed when
+    flagged); the whole indexed region, padding included, belongs to the member. Consecutive
+    elements of one member form a run (``run_owner``, ``run_len``), along which optimizer and
+    clipping expand per-member numbers.
     """
 
-    def __init__(self, members: list[nn.Module], layout: Layout, shapes: list[dict[str, tuple[int, ...]]],
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(self, members: list[nn.Module], chunks: dict[str, tuple[int, ...]],
+                 places: list[dict[str, Place]], dtype: torch.dtype, device: torch.device):
         super().__init__()
-        self.layout = layout
-        self.names = [n for n, p in members[0].named_parameters() if p.requires_grad]
-        self.chunks: list[tuple[int, str, tuple[int, ...]]] = []  # (bucket, name, (Mb, *padded shape))
-        for b, bucket in enumerate(layout.buckets):
-            for name in self.names:
-                self.chunks.append((b, name, (bucket.size, *shapes[b][name])))
-        self.sizes = [math.prod(s) for _, _, s in self.chunks]
+        self.keys, self.shapes = list(chunks), list(chunks.values())
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.places = places
         flat = torch.zeros(sum(self.sizes), dtype=dtype)
-        owners, lengths = [], []
-        for (b, name, shape), piece in zip(self.chunks, flat.split(self.sizes)):
-            piece = piece.view(shape)
-            for j, slot in enumerate(range(layout.buckets[b].start, layout.buckets[b].stop)):
-                src = dict(members[slot].named_parameters())[name].detach()
-                piece[j][tuple(slice(0, n) for n in src.shape)] = src.to(dtype)
-                owners.append(slot)
-                lengths.append(math.prod(shape[1:]))
+        owner = torch.full((len(flat),), -1, dtype=torch.long)
+        values, owners = self._split(flat), self._split(owner)
+        for slot, member in enumerate(members):
+            params = dict(member.named_parameters())
+            for name, (key, index, transposed) in places[slot].items():
+                src = params[name].detach()
+                src = src.T if transposed else src
+                values[key][index][_corner(src.shape)] = src.to(dtype)
+                owners[key][index] = slot
+        if bool((owner < 0).any()):
+            raise ValueError("fused layout: some parameter elements belong to no member")
+        run_owner, run_len = torch.unique_consecutive(owner, return_counts=True)
         self.flat = nn.Parameter(flat.to(device))
-        self.register_buffer("run_owner", torch.tensor(owners, dtype=torch.long, device=device))  # (R,)
-        self.register_buffer("run_len", torch.tensor(lengths, dtype=torch.long, device=device))  # (R,)
+        self.register_buffer("run_owner", run_owner.to(device))  # (R,)
+        self.register_buffer("run_len", run_len.to(device))  # (R,)
 
-    def views(self) -> list[dict[str, torch.Tensor]]:
-        """Per bucket, ``name -> (Mb, *padded shape)`` views; ``split`` keeps backward one ``cat``."""
-        out: list[dict[str, torch.Tensor]] = [{} for _ in self.layout.buckets]
-        for (b, name, shape), piece in zip(self.chunks, self.flat.split(self.sizes)):
-            out[b][name] = piece.view(shape)
+    def _split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: piece.view(s) for k, s, piece in zip(self.keys, self.shapes, flat.split(self.sizes), strict=True)}
+
+    def views(self) -> dict[str, torch.Tensor]:
+        """Chunk views of the leaf; ``split`` keeps the backward a single ``cat``."""
+        return self._split(self.flat)
+
+    @torch.no_grad()
+    def extract(self, slot: int, module: nn.Module, source: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Member ``slot``'s tensors, shaped like ``module``'s parameters, read from ``source``
+        (a tensor laid out like the leaf, e.g. its gradient; default the leaf itself)."""
+        views = self._split(self.flat.detach() if source is None else source)
+        out = {}
+        for name, param in module.named_parameters():
+            key, index, transposed = self.places[slot][name]
+            src = views[key][index][_corner(param.shape[::-1] if transposed else param.shape)]
+            out[name] = src.T if transposed else src
         return out
 
     @torch.no_grad()
     def write_back(self, slot: int, module: nn.Module) -> None:
         """Copy member ``slot``'s trained values into its own (unfused) module."""
-        b = next(i for i, k in enumerate(self.layout.buckets) if k.start <= slot < k.stop)
-        j = slot - self.layout.buckets[b].start
         params = dict(module.named_parameters())
-        for name, view in self.views()[b].items():
-            dst = params[name]
-            dst.copy_(view[j][tuple(slice(0, n) for n in dst.shape)].to(dst.device))
+        for name, value in self.extract(slot, module).items():
+            params[name].copy_(value.to(params[name].device))
+
+
+def bucket_chunks(layout: Layout, shapes: list[dict[str, tuple[int, ...]]]
+                  ) -> tuple[dict[str, tuple[int, ...]], list[dict[str, Place]]]:
+    """Bucket by bucket, parameter by parameter, member axis leading: chunk ``"{b}/{name}"``."""
+    chunks: dict[str, tuple[int, ...]] = {}
+    places: list[dict[str, Place]] = [{} for _ in range(layout.size)]
+    for b, bucket in enumerate(layout.buckets):
+        for name, shape in shapes[b].items():
+            chunks[f"{b}/{name}"] = (bucket.size, *shape)
+            for j, slot in enumerate(range(bucket.start, bucket.stop)):
+                places[slot][name] = (f"{b}/{name}", (j,), False)
+    return chunks, places
 
 
 def _stack_padded(tensors: list[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype,
@@ -84,7 +116,7 @@ def _stack_padded(tensors: list[torch.Tensor], shape: tuple[int, ...], dtype: to
 
 
 class FusedNet(nn.Module):
-    """Base: ``forward(x)`` maps inputs to logits ``(M, B, K)`` in slot order.
+    """Base: ``forward(x)`` maps inputs to logits ``(M, K, B)`` in slot order (feature-major).
 
     ``x`` is ``(B, d)`` when every member sees the same batch, else ``(M, B, d)``; buckets see
     it feature-major, ``(Mb, d, B)``.
@@ -93,9 +125,13 @@ class FusedNet(nn.Module):
     def __init__(self, members: list[nn.Module], layout: Layout, dtype: torch.dtype, device: torch.device):
         super().__init__()
         self.layout = layout
-        self.params = FlatParams(members, layout, [self.padded_shapes(b.width) for b in layout.buckets],
-                                 dtype, device)
+        self.params = self.make_params(members, dtype, device)
         self.x_train: torch.Tensor | None = None
+
+    def make_params(self, members: list[nn.Module], dtype: torch.dtype, device: torch.device) -> FlatParams:
+        """The leaf: bucket by bucket (``bucket_chunks``) unless a subclass lays it out otherwise."""
+        shapes = [self.padded_shapes(b.width) for b in self.layout.buckets]
+        return FlatParams(members, *bucket_chunks(self.layout, shapes), dtype, device)
 
     def padded_shapes(self, width: int) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
@@ -110,11 +146,19 @@ class FusedNet(nn.Module):
             return x.T.expand(bucket.size, x.shape[1], x.shape[0])  # (Mb, d, B), no copy
         return x[bucket.start:bucket.stop].transpose(1, 2)  # (Mb, d, B)
 
+    def bucket_views(self) -> list[dict[str, torch.Tensor]]:
+        """Per bucket, ``name -> (Mb, *padded shape)``."""
+        out: list[dict[str, torch.Tensor]] = [{} for _ in self.layout.buckets]
+        for key, view in self.params.views().items():
+            b, name = key.split("/", 1)
+            out[int(b)][name] = view
+        return out
+
     def forward(self, x: torch.Tensor, masks: list[list[torch.Tensor] | None] | None = None) -> torch.Tensor:
-        views = self.params.views()
+        views = self.bucket_views()
         outs = [self.bucket_forward(b, self._inputs(b, x), views[b], masks[b] if masks else None)
                 for b in range(len(self.layout.buckets))]  # each (Mb, K, B)
-        return torch.cat(outs).transpose(1, 2)  # (M, B, K)
+        return torch.cat(outs)  # (M, K, B)
 
     def bind(self, x_train: torch.Tensor) -> None:
         """The resident training inputs ``(n, d)`` that ``train_forward`` indexes."""
@@ -129,8 +173,8 @@ class FusedNet(nn.Module):
 class FusedMLP(FusedNet):
     """``depth`` ReLU layers and a head per member; dropout masks come from the engine."""
 
-    def __init__(self, members: list[nn.Module], layout: Layout, cfg: dict[str, Any], in_dim: int, out_dim: int,
-                 dtype: torch.dtype, device: torch.device):
+    def __init__(self, members: list[nn.Module], layout: Layout, cfg: dict[str, Any], in_dim: int,
+                 out_dim: int, dtype: torch.dtype, device: torch.device):
         self.depth, self.in_dim, self.out_dim = cfg["depth"], in_dim, out_dim
         super().__init__(members, layout, dtype, device)
 
@@ -192,8 +236,9 @@ class FusedRFF(_Readout):
         for bucket in layout.buckets:
             group = members[bucket.start:bucket.stop]
             d = group[0].proj.shape[0]
-            self.proj.append(_stack_padded([m.proj.T for m in group], (bucket.width, d), dtype, device))  # (Mb, W, d)
-            self.offset.append(_stack_padded([m.offset[:, None] for m in group], (bucket.width, 1), dtype, device))
+            width = bucket.width
+            self.proj.append(_stack_padded([m.proj.T for m in group], (width, d), dtype, device))  # (Mb, W, d)
+            self.offset.append(_stack_padded([m.offset[:, None] for m in group], (width, 1), dtype, device))
             scales = [torch.full((m.proj.shape[1], 1), math.sqrt(2.0 / m.proj.shape[1]), dtype=dtype)
                       for m in group]  # the member's own √(2/N); 0 on padding, where cos would give 1
             self.scale.append(_stack_padded(scales, (bucket.width, 1), dtype, device))  # (Mb, W, 1)
@@ -209,12 +254,13 @@ class FusedRFF(_Readout):
         need = x_train.shape[0] * sum(k.size * k.width for k in self.layout.buckets) * x_train.element_size()
         if need <= FEATURE_CACHE_BYTES:
             with torch.no_grad():
-                self.cache = [self.features(b, self._inputs(b, x_train)) for b in range(len(self.layout.buckets))]
+                self.cache = [self.features(b, self._inputs(b, x_train))
+                              for b in range(len(self.layout.buckets))]  # each (Mb, W, n)
 
     def train_forward(self, idx, masks=None):
         if self.cache is None:
             return super().train_forward(idx, masks)
-        views, outs = self.params.views(), []
+        views, outs = self.bucket_views(), []
         for b, bucket in enumerate(self.layout.buckets):
             feats = self.cache[b]  # (Mb, W, n)
             if idx.dim() == 1:
@@ -223,7 +269,7 @@ class FusedRFF(_Readout):
                 cols = idx[bucket.start:bucket.stop, None, :].expand(-1, bucket.width, -1)
                 phi = torch.gather(feats, 2, cols)  # (Mb, W, B)
             outs.append(self.readout(phi, views[b]))
-        return torch.cat(outs).transpose(1, 2)  # (M, B, K)
+        return torch.cat(outs)  # (M, K, B)
 
 
 class FusedLinear(_Readout):

@@ -1,0 +1,207 @@
+"""The Ray executor: each group (a fused group or a single run) is one Ray task.
+
+What travels: to a worker, the group's runs (ids and resolved configs) and its task's *settings*
+(a short JSON key), never the data; each worker process loads a task once and keeps it. Back to
+the driver, the group's ``Outcome`` objects, state dicts included: the driver alone writes the
+store and the checkpoints, so workers need no shared disk and never touch the store.
+
+Resources: a task asks for ``OVERPARAM_THREADS`` CPUs (1 by default, as a local sweep uses) and,
+on CUDA, a fraction of a GPU sized by the group's estimated memory, in steps of 1/8: a sweep of
+small models then runs up to eight groups per GPU instead of leaving most of each card idle.
+
+Failures: a task whose worker process dies (killed, node lost, out of memory) is retried by Ray
+up to ``max_retries`` times; its result is collected once, so every run lands exactly once. A
+group that still cannot finish is recorded ``failed`` (rerunning the sweep retries it). A bad
+input raised on a worker (``OverparamError``) is raised on the driver as it would be locally.
+Ctrl-C cancels every outstanding task (their workers survive) and disconnects, stopping a Ray it
+started; the runner then puts the runs that had not landed back to ``pending``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from overparam.data.base import TaskData
+from overparam.errors import OverparamError, require
+from overparam.sweep.grouping import Group
+from overparam.sweep.plan import memory_estimate, task_key
+from overparam.sweep.work import Outcome, execute_group
+
+GPU_STEPS = 8  # GPU requests are multiples of 1/8: at most 8 groups share a card
+DEFAULT_GPU_MEMORY = 16 << 30  # bytes assumed per GPU when the driver has none to measure
+
+Work = Callable[[Group, TaskData, torch.device], list[Outcome]]
+
+_TASKS: dict[str, TaskData] = {}  # per worker process: task key -> loaded data
+
+
+def _train_group(key: str, group: Group, device_type: str, threads: int, work: Work) -> list[Outcome]:
+    """What a Ray worker runs: load (or reuse) the task, then train the group."""
+    device = torch.device(device_type)  # Ray sets CUDA_VISIBLE_DEVICES: "cuda" is the GPU granted
+    if device.type == "cpu":
+        torch.set_num_threads(threads)  # see runner.set_cpu_threads: 1 thread is fastest for small models
+    if key not in _TASKS:
+        from overparam.data import load_task
+
+        _TASKS[key] = load_task(json.loads(key))
+    return work(group, _TASKS[key], device)
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address where nothing listens: ``ray.init`` would retry for minutes."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    if target in ("auto", "local") or ":" not in target:
+        return  # Ray resolves these itself
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except ValueError:
+        raise OverparamError(f"--address {address}: expected HOST:PORT (as `ray start --head` prints)") from None
+    except OSError as exc:
+        raise OverparamError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                             f"start one with `ray start --head` (docs/scale-out.md)") from None
+
+
+class RayExecutor:
+    """Runs groups as Ray tasks and yields their outcomes as they finish (any order).
+
+    ``address``: a running cluster (``ray start --head`` prints it; ``auto`` finds a local one);
+    None starts a private local Ray with ``num_cpus`` CPUs (all by default) and stops it after.
+    ``gpu_memory``: bytes per GPU, for sizing fractional requests; measured on the driver when
+    it has a GPU. ``work`` is the function a worker calls (``execute_group``; tests swap it).
+    """
+
+    name = "ray"
+
+    def __init__(self, device: torch.device, address: str | None = None, num_cpus: int | None = None,
+                 max_retries: int = 2, gpu_memory: int | None = None, work: Work = execute_group,
+                 init_options: dict[str, Any] | None = None):
+        require("ray", "ray")  # a missing extra is reported before any run is marked running
+        self.device = device
+        self.address = address
+        self.num_cpus = num_cpus
+        self.max_retries = max_retries
+        self.gpu_memory = gpu_memory
+        self.work = work
+        self.init_options = init_options or {}
+
+    # -- resources -----------------------------------------------------------------------
+    def threads(self) -> int:
+        try:
+            return max(1, int(os.environ.get("OVERPARAM_THREADS", "1")))
+        except ValueError:
+            raise OverparamError("OVERPARAM_THREADS: expected a positive integer") from None
+
+    def gpus(self, group: Group, task: TaskData) -> float:
+        """GPUs a group asks for: its estimated memory as a share of a card, rounded up to 1/8."""
+        if self.device.type != "cuda":
+            return 0.0
+        total = self.gpu_memory
+        if total is None:
+            total = (torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available()
+                     else DEFAULT_GPU_MEMORY)
+        need = sum(memory_estimate(run.config, task) for run in group.runs)
+        if group.fused:
+            from overparam.train.fused.layout import MAX_WASTE
+
+            need *= MAX_WASTE
+        return min(1.0, max(1, math.ceil(GPU_STEPS * need / total)) / GPU_STEPS)
+
+    # -- connection ----------------------------------------------------------------------
+    def _connect(self, ray) -> bool:
+        """Join the cluster (or start a local Ray); True when this executor must shut it down."""
+        if ray.is_initialized():
+            return False  # the caller's Ray (a notebook, a test fixture): leave it running
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                                   **self.init_options}
+        if self.address:
+            _probe(self.address)
+        try:
+            if self.address:
+                ray.init(address=self.address, **options)
+            else:
+                # "local": a private Ray even when `ray start` left a cluster on this machine
+                # (a bare ray.init() would join that one and refuse num_cpus)
+                ray.init(address="local", num_cpus=self.num_cpus, **options)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+            msg = " ".join(str(exc).split())[:300]
+            hint = ("; if it uses token authentication (recent Ray's default), set RAY_AUTH_MODE=token "
+                    "with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if self.address else "")
+            raise OverparamError(f"--executor ray: cannot start or reach {where} ({msg}){hint}; "
+                                 f"see docs/scale-out.md") from exc
+        return True
+
+    # -- execution -----------------------------------------------------------------------
+    def execute(self, groups: list[Group], load_task: Callable[[str], TaskData]) -> Iterator[Outcome]:
+        ray = require("ray", "ray")
+        started = self._connect(ray)
+        remote = ray.remote(_train_group)
+        threads = self.threads()
+        pending: dict[Any, Group] = {}
+        try:
+            for group in groups:
+                key = task_key(group.runs[0].config)
+                ref = remote.options(num_cpus=threads, num_gpus=self.gpus(group, load_task(key)),
+                                     max_retries=self.max_retries, retry_exceptions=False,
+                                     name=f"overparam:{group.runs[0].id}+{len(group.runs) - 1}",
+                                     ).remote(key, group, self.device.type, threads, self.work)
+                pending[ref] = group
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    group = pending.pop(ref)
+                    yield from self._collect(ray, ref, group)
+        finally:
+            if pending:  # Ctrl-C or an error: stop the work whose results nobody will read
+                self._cancel(ray, list(pending))
+            if started:
+                ray.shutdown()
+
+    @staticmethod
+    def _cancel(ray, refs: list) -> None:
+        """Interrupt the tasks still running, leaving their workers alive.
+
+        Not ``force=True``: killing workers while their replies are in flight crashed the driver
+        inside Ray 2.60 ("Tried to complete task that was not pending"). A plain cancel raises
+        in the task's Python code, which a training loop notices at its next step; finished
+        tasks are skipped (a cancel racing their reply is the same hazard).
+        """
+        try:
+            ready, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        except Exception:  # noqa: BLE001 (Ray already going down: nothing left to stop)
+            return
+        for ref in running:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001 (finished meanwhile or its worker gone)
+                pass
+
+    def _collect(self, ray, ref, group: Group) -> list[Outcome]:
+        from ray.exceptions import RayError, RayTaskError
+
+        try:
+            return ray.get(ref)
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None  # what a local run would have raised (bad input or a bug)
+            raise
+        except RayError as exc:
+            # The worker died more often than max_retries allows (killed, out of memory, node
+            # lost): record the runs as failed so the rest of the sweep goes on; a rerun retries.
+            from overparam.train.result import TrainResult
+
+            msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
+            return [Outcome(run, TrainResult("failed", {}, [], None,
+                                             f"Ray task lost after {self.max_retries} retries: {msg}"), 0.0)
+                    for run in group.runs]

@@ -1,0 +1,373 @@
+"""A width sweep of the ``cnn`` family trained as one program (DESIGN.md "Speed: fused sweeps").
+
+Horizontal fusion (Wang et al. 2022, "Horizontally Fused Training Array", HFTA): Mb models of
+one shape become one model whose convolutions are *grouped*. Members sit side by side along
+the channel axis, member j owning channels [j·c, (j+1)·c) of every layer; a conv weight is the
+members' weights stacked, (Mb·c_out, c_in, 3, 3), applied with ``groups=Mb``, so one call
+computes the Mb convolutions and no member reads another's channels. BatchNorm over the Mb·c
+channels normalizes each channel over the batch, i.e. keeps **each member's own statistics**
+(and running averages); ReLU and max-pooling act per channel; the head is a batched matmul.
+When a bucket's members all see the same images (same seed: same batches, same augmentation)
+its first conv is an ordinary conv with Mb·k outputs on the shared batch, without copying it.
+
+Members are bucketed by exact width (grouped convs need equal groups; padding k = 1 to k = 64
+would cost 64² / Σ k² ≈ 5× on the issue's sweep), one grouped network per bucket, all in one
+step: one loss Σ_i loss_i, one backward, one elementwise optimizer step over a flat parameter
+leaf (``train.fused.optim.FusedOptimizer``, per-member lr, weight decay, clipping). A member
+whose loss (or clipped gradient norm) is not finite is frozen and reported ``diverged``.
+
+Exactness: each member computes what ``train/loop.train_model`` computes for it alone (same
+init, batches, augmentation draws, dropout masks on CPU, BatchNorm statistics), up to the
+summation order inside the grouped kernels; ``tests/test_cnn.py`` holds fused == sequential in
+float64. On CUDA the step (from a static batch buffer) is captured as a CUDA graph, inputs go
+channels-last, and ``OVERPARAM_AUTOCAST=bf16`` (or ``autocast="bf16"``) runs convs in bf16.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from overparam.data import load_task
+from overparam.data.base import TaskData
+from overparam.models.base import generator
+from overparam.models.cnn import BN_EPS, BN_MOMENTUM, POOLED, image_shape
+from overparam.train.batches import batch_indices, eval_steps
+from overparam.train.evaluate import loss_kind
+from overparam.train.fused.layout import fuse_key
+from overparam.train.fused.optim import BETAS, FusedOptimizer
+from overparam.train.health import flag
+from overparam.train.optim import lr_at
+from overparam.train.result import TrainResult
+from overparam.train.run import run_dtype, shape_of
+
+EVAL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}  # widest activation per evaluation chunk, all members
+WARMUP = 3  # eager steps on a side stream before a CUDA graph capture
+
+
+class FusedCNN(nn.Module):
+    """Buckets of equal-width members as grouped networks over one flat parameter leaf.
+
+    ``members`` are in slot order (sorted by width); ``seed_of[slot]`` is the member's row in
+    the stacked batch ``x`` (S, B, C, H, W) that ``forward`` takes (one row per distinct seed).
+    """
+
+    def __init__(self, members: list[nn.Module], seed_of: list[int], image: tuple[int, int, int],
+                 dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        self.image, self.seed_of = image, seed_of
+        widths = [m.width for m in members]
+        self.buckets = [(w, widths.index(w), len(widths) - widths[::-1].index(w)) for w in sorted(set(widths))]
+        self.names = [n for n, p in members[0].named_parameters() if p.requires_grad]
+        pieces, owners, lengths, self.shapes = [], [], [], []
+        for _, start, stop in self.buckets:
+            for name in self.names:
+                stacked = torch.stack([dict(m.named_parameters())[name].detach() for m in members[start:stop]])
+                pieces.append(stacked.to(dtype).reshape(-1))
+                self.shapes.append(tuple(stacked.shape))  # (Mb, *member shape)
+                owners += range(start, stop)
+                lengths += [stacked[0].numel()] * (stop - start)
+        self.flat = nn.Parameter(torch.cat(pieces).to(device))  # (P,)
+        self.register_buffer("run_owner", torch.tensor(owners, device=device))  # (R,) slot per run
+        self.register_buffer("run_len", torch.tensor(lengths, device=device))  # (R,) elements per run
+        self.stats = [[(torch.cat([m.norms[i].running_mean for m in members[a:b]]).to(device, dtype),
+                        torch.cat([m.norms[i].running_var for m in members[a:b]]).to(device, dtype))
+                       for i in range(len(POOLED))] for _, a, b in self.buckets]  # per bucket, layer: (Mb·c,)
+        self.tracked = 0  # BatchNorm's num_batches_tracked, the same for every member
+        self.rows = [torch.tensor(seed_of[a:b], device=device) for _, a, b in self.buckets]  # per bucket: (Mb,)
+
+    def views(self) -> list[dict[str, torch.Tensor]]:
+        """Per bucket, parameter name -> (Mb, *member shape) view of the flat leaf."""
+        out: list[dict[str, torch.Tensor]] = [{} for _ in self.buckets]
+        chunks = self.flat.split([math.prod(s) for s in self.shapes])
+        for i, (piece, shape) in enumerate(zip(chunks, self.shapes)):
+            out[i // len(self.names)][self.names[i % len(self.names)]] = piece.view(shape)
+        return out
+
+    def forward(self, x: torch.Tensor, training: bool, masks: list[torch.Tensor | None] | None = None
+                ) -> torch.Tensor:
+        """Logits (M, B, K) from images ``x`` (S, B, C, H, W); in eval, S = 1 shared by all."""
+        return torch.cat([self.bucket_forward(b, x, p, training, masks[b] if masks else None)
+                          for b, p in enumerate(self.views())])
+
+    def bucket_forward(self, b: int, x: torch.Tensor, p: dict[str, torch.Tensor], training: bool,
+                       mask: torch.Tensor | None) -> torch.Tensor:
+        _, start, stop = self.buckets[b]
+        mb, batch, own = stop - start, x.shape[1], set(self.seed_of[start:stop])
+        if len(x) == 1 or len(own) == 1:
+            h, groups = x[0 if len(x) == 1 else self.seed_of[start]], 1  # (B, C, H, W): one conv, Mb·k outputs
+        else:  # each member its own images: (B, Mb·C, H, W), member j on channels [jC, (j+1)C)
+            h = x.index_select(0, self.rows[b]).transpose(0, 1).reshape(batch, mb * self.image[0], *self.image[1:])
+            groups = mb
+        if h.is_cuda:
+            h = h.contiguous(memory_format=torch.channels_last)  # cuDNN's fast layout for convs
+        for i, pool in enumerate(POOLED):
+            w = p[f"convs.{i}.weight"]  # (Mb, c_out, c_in, 3, 3)
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), p[f"convs.{i}.bias"].reshape(-1), padding=1,
+                         groups=groups if i == 0 else mb)  # (B, Mb·c_out, H_i, W_i)
+            mean, var = self.stats[b][i]
+            h = torch.relu(F.batch_norm(h, mean, var, p[f"norms.{i}.weight"].reshape(-1),
+                                        p[f"norms.{i}.bias"].reshape(-1), training, BN_MOMENTUM, BN_EPS))
+            if pool:
+                h = F.max_pool2d(h, 2)
+        h = h.amax(dim=(2, 3)).view(batch, mb, -1).transpose(0, 1)  # (Mb, B, 8k): global max pool
+        if mask is not None:
+            h = h * mask  # inverted-dropout noise, as nn.Dropout multiplies it
+        return torch.baddbmm(p["head.bias"].unsqueeze(1), h, p["head.weight"].transpose(1, 2))  # (Mb, B, K)
+
+    @torch.no_grad()
+    def write_back(self, slot: int, module: nn.Module) -> None:
+        """Copy member ``slot``'s parameters and BatchNorm buffers into its own unfused module."""
+        b = next(i for i, (_, start, stop) in enumerate(self.buckets) if start <= slot < stop)
+        j = slot - self.buckets[b][1]
+        params = dict(module.named_parameters())
+        for name, view in self.views()[b].items():
+            params[name].copy_(view[j])
+        for i, norm in enumerate(module.norms):
+            c = norm.num_features
+            norm.running_mean.copy_(self.stats[b][i][0][j * c:(j + 1) * c])
+            norm.running_var.copy_(self.stats[b][i][1][j * c:(j + 1) * c])
+            norm.num_batches_tracked.fill_(self.tracked)
+
+    def buffers_state(self) -> list[torch.Tensor]:
+        return [t for bucket in self.stats for pair in bucket for t in pair]
+
+
+def member_losses(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """(M,) mean loss of each member over its batch: logits (M, B, K), labels (M, B)."""
+    if kind == "cross_entropy":
+        return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape).mean(dim=1)
+    target = F.one_hot(y, out.shape[-1]).to(out.dtype)
+    return ((out - target) ** 2).sum(dim=2).mean(dim=1)
+
+
+class Step:
+    """Forward, backward, clip, detect, update from a batch buffer: the part a CUDA graph captures.
+
+    ``ctl`` (M + 3,) float64: each member's lr, the step number, Adam's two bias corrections.
+    Divergence lives on the device: ``active`` (M,), ``diverged_at`` (M,) (0 while alive).
+    """
+
+    def __init__(self, net: FusedCNN, opt: FusedOptimizer, kind: str, autocast: torch.dtype | None):
+        self.net, self.opt, self.kind, self.autocast = net, opt, kind, autocast
+        self.members = len(net.seed_of)
+        self.active = torch.ones(self.members, dtype=torch.bool, device=net.flat.device)
+        self.diverged_at = torch.zeros(self.members, dtype=torch.float64, device=net.flat.device)
+        self.eager_lr = True  # a float lr when all members share it (bit-identical to torch's Adam)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, ctl: torch.Tensor, masks=None) -> None:
+        m = self.members
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None, cache_enabled=False):
+            out = self.net(x, True, masks)  # (M, B, K)
+        losses = member_losses(out.float() if self.autocast else out, y, self.kind)  # (M,)
+        self.net.flat.grad = None
+        losses.sum().backward()  # d(Σ loss_i)/d(loss_i) = 1: each member gets its own gradient
+        ok = torch.isfinite(losses.detach())
+        if self.opt.clipping:
+            ok &= torch.isfinite(self.opt.clip_(self.net.flat.grad)) | ~self.opt.has_clip
+        self.diverged_at.copy_(torch.where(self.active & ~ok, ctl[m], self.diverged_at))
+        self.active &= ok
+        lr = ctl[:m] * self.active
+        if self.eager_lr and bool((lr == lr[0]).all()) and bool(self.active.all()):
+            rate: float | torch.Tensor = float(lr[0])
+            bias = (float(ctl[m + 1]), float(ctl[m + 2]))
+        else:
+            rate, bias = lr, (ctl[m + 1], ctl[m + 2])  # (M,) float64: the optimizer expands it
+        self.opt.step(rate, bias)
+
+
+class GraphedStep:
+    """CUDA only: ``Step`` replayed from static buffers, one graph per batch shape.
+
+    Warm-up steps (needed before capture) run at lr 0 and everything they touch (parameters,
+    moments, BatchNorm statistics, divergence state) is restored afterwards.
+    """
+
+    def __init__(self, step: Step):
+        self.step, self.graphs = step, {}
+        step.eager_lr = step.opt.eager = False  # no host reads inside the graph
+
+    def _state(self) -> list[torch.Tensor]:
+        opt, s = self.step.opt, self.step
+        extra = [t for t in (opt.exp_avg, opt.exp_avg_sq, opt.buf) if t is not None]
+        return [opt.flat.data, s.active, s.diverged_at, *extra, *s.net.buffers_state()]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, ctl: torch.Tensor, masks=None) -> None:
+        key = tuple(x.shape)
+        if key not in self.graphs:
+            sx, sy, sc = x.clone(), y.clone(), torch.ones_like(ctl)
+            sc[:self.step.members].zero_()
+            saved = [t.clone() for t in self._state()]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP):
+                    self.step(sx, sy, sc)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            self.step.net.flat.grad = None
+            with torch.cuda.graph(graph):
+                self.step(sx, sy, sc)
+            for dst, src in zip(self._state(), saved):
+                dst.copy_(src)
+            self.graphs[key] = (graph, sx, sy, sc)
+        graph, sx, sy, sc = self.graphs[key]
+        sx.copy_(x)
+        sy.copy_(y)
+        sc.copy_(ctl)
+        graph.replay()
+
+
+def member_tasks(configs: list[dict[str, Any]], task: TaskData) -> list[TaskData]:
+    """Each member's task (they may differ in label noise only); ``task`` is the first config's."""
+    loaded = {json.dumps(configs[0]["task"], sort_keys=True): task}
+    out = []
+    for config in configs:
+        key = json.dumps(config["task"], sort_keys=True)
+        if key not in loaded:
+            loaded[key] = load_task(config["task"])
+        out.append(loaded[key])
+    return out
+
+
+@torch.no_grad()
+def evaluate_members(net: FusedCNN, data: dict[str, torch.Tensor], kind: str) -> list[dict[str, float]]:
+    """Per slot, ``evaluate.evaluate``'s metrics; one forward of the train set scores both label sets."""
+    members = len(net.seed_of)
+    units = sum((stop - start) * w * 2 for w, start, stop in net.buckets) * math.prod(net.image[1:])
+
+    def split(x: torch.Tensor, labels: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        sums = [(torch.zeros(members, dtype=torch.float64, device=x.device),
+                 torch.zeros(members, dtype=torch.float64, device=x.device)) for _ in labels]
+        rows = max(1, min(4096, EVAL_ELEMENTS.get(x.device.type, 1 << 26) // max(units, 1)))
+        for start in range(0, len(x), rows):
+            out = net(x[None, start:start + rows], False)  # (M, C, K)
+            for (loss, wrong), y in zip(sums, labels):
+                yb = y[..., start:start + rows].expand(members, -1)  # (M, C)
+                loss += member_losses(out, yb, kind).double() * yb.shape[1]
+                wrong += (out.argmax(dim=2) != yb).sum(dim=1).double()
+        return [(loss / len(x), wrong / len(x)) for loss, wrong in sums]
+
+    train = split(data["x_train"], [data["y_train"], *([data["y_train_clean"]] if "y_train_clean" in data else [])])
+    (trl, tre), (tel, tee) = train[0], split(data["x_test"], [data["y_test"]])[0]
+    rows = [{"train_loss": a, "test_loss": b, "train_error": c, "test_error": d}
+            for a, b, c, d in zip(*(t.tolist() for t in (trl, tel, tre, tee)))]
+    for row, clean in zip(rows, train[1][1].tolist() if len(train) > 1 else []):
+        row["train_error_clean"] = clean
+    return rows
+
+
+def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch.device, *,
+                    autocast: str | None = None, graphs: bool | None = None) -> list[TrainResult]:
+    """Train ``cnn`` runs (resolved configs sharing ``fuse_key``) as one program.
+
+    Returns one ``TrainResult`` per config, in order, as ``train_model`` returns it (metrics,
+    curve, state dict with the unfused model's keys), plus ``fused`` and ``group_size``.
+    """
+    from overparam.models import cnn
+
+    key = fuse_key(configs[0])
+    if any(c["model"]["family"] != "cnn" or fuse_key(c) != key for c in configs):
+        raise ValueError("fused cnn group: members must be cnn runs differing only in member settings")
+    if task.kind != "classification":
+        raise ValueError("fused cnn group: classification tasks only (train others with the loop)")
+    shape, train0 = shape_of(task), configs[0]["train"]
+    dtype, image, kind = run_dtype(train0), image_shape(task.input_shape), loss_kind(task, train0)
+    order = sorted(range(len(configs)), key=lambda i: (configs[i]["model"]["width"], i))
+    slots = [configs[i] for i in order]
+    loaded = member_tasks(configs, task)
+    tasks = [loaded[i] for i in order]
+    seeds = sorted({c["seed"] for c in slots})
+    members = [cnn.build(c["model"], shape, c["seed"], c["train"]["dropout"]).to(dtype) for c in slots]
+    net = FusedCNN(members, [seeds.index(c["seed"]) for c in slots], image, dtype, device)
+    trains = [c["train"] for c in slots]
+    opt = FusedOptimizer(net.flat, net.run_owner, net.run_len, trains)
+    as_t = lambda a, dt=dtype: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    data = {"x_train": as_t(task.x_train).reshape(-1, *image), "x_test": as_t(task.x_test).reshape(-1, *image),
+            "y_test": as_t(task.y_test, torch.int64)}
+    if task.y_train_clean is not None:
+        data["y_train_clean"] = as_t(task.y_train_clean, torch.int64)
+    data["y_train"] = torch.stack([as_t(t.y_train, torch.int64) for t in tasks])  # (M, n): noise per member
+    choice = autocast if autocast is not None else os.environ.get("OVERPARAM_AUTOCAST", "")
+    amp = torch.bfloat16 if choice in ("bf16", "bfloat16") and device.type == "cuda" else None
+    step_fn = Step(net, opt, kind, amp)
+    dropouts = [t["dropout"] for t in trains]
+    graphs = (device.type == "cuda" and not any(dropouts)) if graphs is None else graphs
+    if graphs and (device.type != "cuda" or any(dropouts)):
+        raise ValueError("CUDA graphs need a CUDA device and no dropout (masks are drawn on the host)")
+    runner = GraphedStep(step_fn) if graphs else step_fn
+
+    n, steps = len(task.x_train), train0["steps"]
+    batch = n if train0["optimizer"] == "gd" else min(train0["batch_size"], n)
+    augment = getattr(task, "augment_fn", None)
+    aug_gens = [generator(s, "augment") for s in seeds] if augment is not None else []
+    drop_gens = [None if p == 0 else torch.Generator().manual_seed(c["seed"]) for p, c in zip(dropouts, slots)]
+    checkpoints = set(eval_steps(steps, train0["eval_every"], train0["eval_log_points"]))
+    curves: list[list[tuple[int, dict[str, float]]]] = [[] for _ in slots]
+
+    def record(step: int) -> None:
+        alive = step_fn.active.tolist()
+        for slot, row in enumerate(evaluate_members(net, data, kind)):
+            if alive[slot]:
+                curves[slot].append((step, row))
+
+    if 0 in checkpoints:
+        record(0)
+    step = 0
+    streams = [batch_indices(n, batch, steps, s) for s in seeds]
+    row_of = torch.tensor(net.seed_of, device=device)
+    for step, idxs in enumerate(zip(*streams), start=1):
+        idx = torch.stack(idxs).to(device)  # (S, B)
+        xs = [data["x_train"][i] for i in idx]
+        if augment is not None:
+            xs = [augment(x, g) for x, g in zip(xs, aug_gens)]
+        y = torch.gather(data["y_train"], 1, idx[row_of])  # (M, B)
+        lrs = [lr_at(step - 1, t) for t in trains]
+        ctl = torch.tensor([*lrs, step, 1 - BETAS[0] ** step, (1 - BETAS[1] ** step) ** 0.5], dtype=torch.float64)
+        masks = None
+        if any(dropouts):
+            masks = [torch.stack([_mask(drop_gens[s], dropouts[s], len(idx[0]), 8 * w, dtype)
+                                  for s in range(a, b)]).to(device) for w, a, b in net.buckets]
+        runner(torch.stack(xs), y, ctl.to(device), masks)
+        net.tracked += 1
+        if step in checkpoints:
+            record(step)
+    return _results(configs, order, members, net, curves, step_fn, step)
+
+
+def _mask(gen: torch.Generator | None, p: float, batch: int, features: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, features) dropout noise as ``nn.Dropout`` draws it on CPU (ones when ``p`` is 0)."""
+    if gen is None:
+        return torch.ones(batch, features, dtype=dtype)
+    return torch.empty(batch, features, dtype=dtype).bernoulli_(1 - p, generator=gen).div_(1 - p)
+
+
+def _results(configs: list[dict[str, Any]], order: list[int], members: list[nn.Module], net: FusedCNN,
+             curves: list[list[tuple[int, dict[str, float]]]], step_fn: Step, last: int) -> list[TrainResult]:
+    """Per member what ``train_model`` returns: done with its state, or diverged without."""
+    diverged_at = [int(v) for v in step_fn.diverged_at.tolist()]
+    results: list[TrainResult] = [None] * len(configs)  # type: ignore[list-item]
+    extra = {"fused": True, "group_size": len(configs)}
+    for slot, index in enumerate(order):
+        curve = curves[slot]
+        if diverged_at[slot] or not all(math.isfinite(curve[-1][1][k]) for k in ("train_loss", "test_loss")):
+            at = diverged_at[slot] or last
+            metrics = {**(dict(curve[-1][1]) if curve else {}), "diverged_at": at, **extra}
+            results[index] = TrainResult("diverged", metrics, curve, None, f"non-finite loss at step {at}")
+            continue
+        module = members[slot]
+        net.write_back(slot, module)
+        metrics = {**dict(curve[-1][1]), **extra}
+        params = [p for p in module.parameters() if p.requires_grad]
+        metrics["param_norm"] = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
+        flag(metrics, curve)
+        results[index] = TrainResult("done", metrics, curve,
+                                     {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    return results

@@ -1,0 +1,184 @@
+"""The fused engine against its independent truth: the same runs trained one at a time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from overparam.data import load_task
+from overparam.models import mlp
+from overparam.spec import Spec
+from overparam.sweep import grouping
+from overparam.sweep.grouping import plan_groups
+from overparam.train.fused import train_group
+from overparam.train.fused.layout import MAX_WASTE, MIN_PAD, padded_width, plan_layout
+from overparam.train.run import shape_of, train_run
+
+DIGITS = {"kind": "digits", "train_size": 160, "test_size": 100, "label_noise": 0.1}
+TEACHER = {"kind": "teacher", "train_size": 120, "test_size": 80, "dim": 24, "outputs": 2}
+F64 = {"steps": 100, "batch_size": 32, "eval_every": 25, "dtype": "float64"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Timings and GEMM blocking as on a 1-core CI runner (and no OpenMP spinning under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def runs_of(task, model, vary, train):
+    return Spec({"task": task, "model": model, "vary": vary, "train": train}).runs()
+
+
+def sequential(runs):
+    return [train_run(r.config, load_task(r.config["task"]), torch.device("cpu")) for r in runs]
+
+
+def fused(runs, **kw):
+    return train_group([r.config for r in runs], load_task(runs[0].config["task"]), torch.device("cpu"), **kw)
+
+
+def max_diff(a, b) -> float:
+    """Largest gap between two results' curves (every metric) and final states."""
+    assert a.status == b.status, (a.error, b.error)
+    assert [s for s, _ in a.curve] == [s for s, _ in b.curve]
+    gaps = [abs(ma[k] - mb[k]) for (_, ma), (_, mb) in zip(a.curve, b.curve) for k in ma if ma[k] is not None]
+    if a.state is not None:
+        assert a.state.keys() == b.state.keys()
+        for k in a.state:
+            assert a.state[k].shape == b.state[k].shape and a.state[k].dtype == b.state[k].dtype
+            gaps.append(float((a.state[k] - b.state[k]).abs().max()))
+    return max(gaps)
+
+
+def test_mlp_group_equals_sequential_float64():
+    """≥ 8 widths (deep, so hidden-to-hidden layers are bucketed too), lrs and seeds differ."""
+    runs = runs_of(DIGITS, {"family": "mlp", "depth": 2}, {"model.width": [3, 7, 12, 20, 33, 47, 64, 90]},
+                   {"optimizer": "adam", "lr": 3e-3, **F64})
+    runs += runs_of(DIGITS, {"family": "mlp", "depth": 2}, {"model.width": [12, 64], "seed": [1]},
+                    {"optimizer": "adam", "lr": 1e-2, "weight_decay": 1e-3, **F64})
+    seq, fus = sequential(runs), fused(runs)
+    assert max(max_diff(a, b) for a, b in zip(seq, fus)) < 1e-10
+    for a, b in zip(seq, fus):
+        assert b.metrics["fused"] is True and b.metrics["group_size"] == len(runs)
+        assert set(a.metrics) | {"fused", "group_size"} == set(b.metrics)
+        assert math.isclose(a.metrics["param_norm"], b.metrics["param_norm"], rel_tol=1e-12)
+
+
+def test_dropout_clip_momentum_and_label_draws_match():
+    """Dropout masks, clipping, SGD momentum, schedules and per-member label noise, fused exactly."""
+    runs = runs_of(DIGITS, {"family": "mlp", "depth": 2},
+                   {"model.width": [6, 40], "seed": [1, 2], "train.dropout": [0.0, 0.3], "train.clip": [None, 0.5]},
+                   {"optimizer": "adam", "lr": 3e-3, **F64, "steps": 60})
+    runs += runs_of(DIGITS, {"family": "mlp"},
+                    {"model.width": [6, 30], "train.momentum": [0.0, 0.9], "task.noise_seed": [4, 5]},
+                    {"optimizer": "sgd", "lr": 0.05, "schedule": "cosine", "warmup_steps": 10, **F64, "steps": 60})
+    runs += runs_of(DIGITS, {"family": "mlp"}, {"model.width": [9, 30], "train.weight_decay": [0.0, 0.1]},
+                    {"optimizer": "adamw", "lr": 3e-3, "loss": "mse", **F64, "steps": 60, "eval_log_points": 4})
+    groups = plan_groups(runs, "on", torch.device("cpu"))
+    assert sorted(len(g.runs) for g in groups) == [4, 8, 16] and all(g.fused for g in groups)
+    for group in groups:
+        seq, fus = sequential(group.runs), fused(group.runs)
+        assert max(max_diff(a, b) for a, b in zip(seq, fus)) < 1e-10
+
+
+def test_rff_and_linear_match_sequential():
+    runs = runs_of(TEACHER, {"family": "rff", "bias": True}, {"model.width": [10, 50, 130], "seed": [0, 1]},
+                   {"optimizer": "sgd", "lr": 0.1, **F64, "steps": 60})
+    runs += runs_of(TEACHER, {"family": "rff", "features": "relu"}, {"model.width": [10, 100]},
+                    {"optimizer": "gd", "lr": 0.1, **F64, "steps": 40})
+    runs += runs_of(TEACHER, {"family": "linear"}, {"model.width": [3, 10, 17, 24, 100]},
+                    {"optimizer": "sgd", "lr": 0.05, **F64, "steps": 40})
+    for group in plan_groups(runs, "on", torch.device("cpu")):
+        seq, fus = sequential(group.runs), fused(group.runs)
+        assert max(max_diff(a, b) for a, b in zip(seq, fus)) < 1e-10
+
+
+def test_diverged_member_is_frozen_and_others_bit_identical():
+    train = {"optimizer": "sgd", "lr": 0.02, "loss": "mse", **F64, "steps": 80, "eval_every": 10}
+    calm = runs_of(DIGITS, {"family": "mlp"}, {"model.width": [4, 9, 16, 20, 33, 40, 64, 100]}, train)
+    wild = runs_of(DIGITS, {"family": "mlp", "width": 20}, {"train.lr": [1e3]}, train)
+    with_wild, without = fused(calm + wild), fused(calm)
+    alone = sequential(wild)[0]
+    assert with_wild[-1].status == alone.status == "diverged"
+    assert with_wild[-1].metrics["diverged_at"] == alone.metrics["diverged_at"] < 80
+    assert with_wild[-1].state is None and len(with_wild[-1].curve) == len(alone.curve)
+    for a, b in zip(with_wild, without):
+        assert a.status == b.status == "done"
+        assert a.curve == b.curve
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+
+
+def test_padding_rule_wastes_at_most_a_quarter_and_ignores_the_group():
+    shape = shape_of(load_task(runs_of(DIGITS, {"family": "mlp"}, {}, {})[0].config["task"]))
+    for depth in (1, 2):
+        base = runs_of(DIGITS, {"family": "mlp", "depth": depth}, {}, {})[0].config
+        for width in range(1, 3000, 7):
+            config = {**base, "model": {**base["model"], "width": width}}
+            pad = padded_width(config, shape, "cpu")
+            assert pad >= width
+            if width > MIN_PAD:
+                padded = mlp.count_params({**config["model"], "width": pad}, shape)
+                assert padded <= MAX_WASTE * mlp.count_params(config["model"], shape)
+    configs = [r.config for r in runs_of(DIGITS, {"family": "mlp"}, {"model.width": [5, 64, 70, 300]}, {})]
+    alone = {c["model"]["width"]: b.width for c in configs for b in plan_layout([c], shape, "cpu").buckets}
+    together = plan_layout(configs, shape, "cpu")
+    assert alone == {w: b.width for b in together.buckets for w in together.widths[b.start:b.stop]}
+
+
+def test_plan_groups_keys_modes_and_memory_bound(monkeypatch):
+    adam = {"optimizer": "adam", "steps": 5, "batch_size": 32}
+    runs = runs_of(DIGITS, {"family": "mlp"}, {"model.width": [4, 8], "seed": [0, 1], "train.lr": [1e-3, 1e-2]},
+                   adam)
+    runs += runs_of(DIGITS, {"family": "mlp"}, {"model.width": [4, 8]}, {**adam, "batch_size": 64})
+    runs += runs_of(TEACHER, {"family": "rff"}, {"model.width": [4, 8]}, {"optimizer": "min_norm"})
+    cpu = torch.device("cpu")
+    assert all(len(g.runs) == 1 and not g.fused for g in plan_groups(runs, "off", cpu))
+    on = plan_groups(runs, "on", cpu)
+    assert sorted(len(g.runs) for g in on if g.fused) == [2, 8]
+    assert sum(len(g.runs) for g in on) == len(runs) and not any(g.fused for g in on if len(g.runs) == 1)
+    auto = plan_groups(runs, "auto", cpu)
+    assert sorted(len(g.runs) for g in auto if g.fused) == [2, 8]  # small members: fusing pays
+    monkeypatch.setitem(grouping.GROUP_MEMORY, "cpu", 1)
+    assert all(not g.fused for g in plan_groups(runs, "on", cpu))
+    with pytest.raises(ValueError):
+        plan_groups(runs, "sometimes", cpu)
+
+
+def test_sweep_fused_and_unfused_store_the_same_results(tmp_path):
+    from overparam.store import Store
+    from overparam.sweep.runner import run_sweep
+
+    spec = {"name": "f", "task": DIGITS, "model": {"family": "mlp"},
+            "vary": {"model.width": [3, 12, 30], "seed": [0, 1]}, "train": {"optimizer": "adam", **F64, "steps": 30}}
+    stored = {}
+    for fuse in ("on", "off"):
+        summary = run_sweep(spec, tmp_path / fuse, fuse=fuse, device="cpu", progress=False)
+        assert summary.trained == 6 and not summary.failed
+        with Store.open(tmp_path / fuse) as store:
+            stored[fuse] = {r["id"]: r for r in store.runs()}
+    assert stored["on"].keys() == stored["off"].keys()
+    for rid, row in stored["on"].items():
+        assert row["status"] == stored["off"][rid]["status"] == "done"
+        assert row["metrics"]["fused"] is True and "fused" not in stored["off"][rid]["metrics"]
+        assert abs(row["metrics"]["train_loss"] - stored["off"][rid]["metrics"]["train_loss"]) < 1e-10
+        assert (tmp_path / "on" / "checkpoints" / f"{rid}.safetensors").is_file()
+
+
+def test_jagged_grouped_matmul_path_matches_and_is_probed(monkeypatch):
+    """The CUDA grouped-matmul network, run here through its loop-of-matmuls reference."""
+    from overparam.train.fused import jagged
+
+    runs = runs_of(DIGITS, {"family": "mlp"}, {"model.width": [3, 20, 45], "seed": [0, 1], "train.lr": [1e-3, 1e-2]},
+                   {"optimizer": "adam", **F64, "steps": 30})
+    seq, fus = sequential(runs), fused(runs, kernel="jagged")
+    assert max(max_diff(a, b) for a, b in zip(seq, fus)) < 1e-10
+    exact = jagged._reference
+    monkeypatch.setattr(jagged, "_reference", lambda a, b, offs: exact(a, b, offs) * 1.01)  # a broken kernel
+    with pytest.raises(ValueError, match="disagrees"):
+        fused(runs[:2], kernel="jagged")
+    assert fused(runs[:2])[0].status == "done"  # auto never takes the jagged path on CPU
