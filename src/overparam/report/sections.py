@@ -86,8 +86,10 @@ class SweepContext:
 
 
 def double_descent_section(ctx: SweepContext) -> Section | None:
+    if ctx.first("task.kind") in ("text", "markov"):
+        return None  # language models: the scaling section reads them
     dd = ctx.double_descent
-    if not dd or ctx.first("task.kind") in ("text", "markov"):
+    if not dd:
         return None
     family = ctx.first("model.family")
     n_train = ctx.first("task.train_size")
