@@ -268,6 +268,15 @@ def test_probe_and_attention_commands(lm_sweep, capsys, tmp_path):
                                                            T.nesting_depths(text).tolist()]}))
     assert main(["probe", str(out), "--run", ids[0], "--target", str(labels), "--json"]) == 2  # too few
     assert "too few" in capsys.readouterr().err
+    from overparam.interpret.base import load_run
+
+    run = load_run(out, ids[0])
+    chars = [run.task.info["chars"][t] for t in run.task.tokens_test[:600]]
+    lines = tmp_path / "vowels.txt"  # one label per line for the first 600 test tokens
+    lines.write_text("\n".join("vowel" if c in "aeiou" else "-" if c == " " else "other" for c in chars))
+    assert main(["probe", str(out), "--run", ids[0], "--target", str(lines), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["layers"]) == 3 and doc["classes"] == 2 and doc["n_train"] + doc["n_test"] < 600
     page = tmp_path / "a.html"
     assert main(["attention", str(out), "--run", ids[0], "--text", "def f(x):\\n  x", "--out",
                  str(page), "--json"]) == 0

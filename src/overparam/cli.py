@@ -30,6 +30,7 @@ COMMANDS = (
     "probe",
     "attention",
     "report",
+    "completion",
 )
 
 

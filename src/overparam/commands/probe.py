@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
             raise OverparamError("--hf: give either --hf MODEL or DIR --run ID, not both")
         from overparam.interpret.hf import hf_probe, load_hf
 
-        doc = hf_probe(load_hf(args.hf), args.target, args.tokens, args.seed)
-        what = args.hf
+        hf = load_hf(args.hf)
+        doc = hf_probe(hf, args.target, args.tokens, args.seed)
+        what = hf.describe()
     else:
         if not args.dir or not args.run:
             raise OverparamError("probe: give DIR --run ID (or --hf MODEL)")

@@ -17,6 +17,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--fuse", default="auto", choices=("auto", "on", "off"),
                    help="train groups of runs as one fused model (off: one at a time, the reference)")
+    p.add_argument("--mlflow", default=None, metavar="URI",
+                   help="also log every run to MLflow (file:///path/mlruns, http://host:5000; [mlflow] extra)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write TensorBoard event files, a folder per run ([tensorboard] extra)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=run)
@@ -24,11 +28,13 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from overparam.errors import OverparamError
+    from overparam.integrations import make_sinks
     from overparam.sweep.runner import run_sweep
 
     options = {"address": args.address} if args.executor == "ray" else {}
     summary = run_sweep(args.spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
-                        progress=not args.no_progress and not args.json, executor_options=options)
+                        progress=not args.no_progress and not args.json, executor_options=options,
+                        sinks=make_sinks(mlflow=args.mlflow, tensorboard=args.tensorboard))
     bad = summary.diverged + summary.failed
     if args.json:
         from overparam.cli import print_json

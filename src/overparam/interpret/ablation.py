@@ -59,6 +59,10 @@ def window_loss(model: nn.Module, windows: np.ndarray, batch: int = 64) -> float
 
 def loss_windows(tokens: np.ndarray, context: int, n_tokens: int) -> np.ndarray:
     """Consecutive windows of context + 1 tokens (sharing their ends) from the start of ``tokens``."""
+    if len(tokens) < context + 1:
+        from overparam.errors import OverparamError
+
+        raise OverparamError(f"{len(tokens)} test tokens cannot fill one window of {context + 1}")
     n = max(1, min((len(tokens) - 1) // context, -(-n_tokens // context)))
     starts = np.arange(n) * context
     return np.asarray(tokens, dtype=np.int64)[starts[:, None] + np.arange(context + 1)]

@@ -155,9 +155,10 @@ def last_chars(pieces: list[bytes]) -> tuple[str, np.ndarray]:
             size = 1
         char_of[i:i + size] = len(chars) - 1
         i += size
-    ends = np.cumsum([len(p) for p in pieces]) - 1
-    return "".join(chars), np.where(ends >= 0, char_of[np.clip(ends, 0, None)], -1) if len(buf) else \
-        np.full(len(pieces), -1)
+    ends = np.cumsum([len(p) for p in pieces], dtype=np.int64) - 1  # each token's last byte
+    if not len(buf):
+        return "", np.full(len(pieces), -1, dtype=np.int64)
+    return "".join(chars), np.where(ends >= 0, char_of[np.clip(ends, 0, None)], -1)
 
 
 def encode_text(text: str, info: dict[str, Any], vocab_size: int) -> np.ndarray:

@@ -10,16 +10,18 @@ to bound memory). ``auto``: fused where the cost model below predicts it pays.
 
 Cost model (seconds per optimizer step; B = batch, F = training FLOPs per example, M members):
 
-    loop   Σ_i ( LOOP_STEP + B·F_i / RATE )
-    fused  GROUP_STEP + buckets·BUCKET_STEP + M·MEMBER_STEP + Σ_i B·F_i^padded / RATE
+    loop   Σ_i ( LOOP_STEP + B·F_i / LOOP_RATE )
+    fused  GROUP_STEP + buckets·BUCKET_STEP + M·MEMBER_STEP + Σ_i B·F_i^padded / FUSED_RATE
 
 A group fuses when fused ≤ ``MARGIN`` × loop. CPU constants: process time per step, measured
 on the 2-core development machine (1 thread, under load from other jobs, so absolute values
 are inflated by ~1.5× but ratios hold): a loop step of a width-8 MLP (digits, batch 128, Adam)
 costs 1.4 ms, of width 64–256 1.7–1.8 ms; a fused step of 2 members in one bucket 1.3 ms, of
-8 members 1.9 ms, of 32 members 4.7 ms; each extra bucket adds 0.4 ms. With these numbers
-fusion pays for any group of two or more small members; for members whose matmuls dominate
-(thousands of units) it is a wash and auto declines unless the overhead removed is >= 10 %.
+8 members 1.9 ms, of 32 members 4.7 ms; each extra bucket adds 0.4 ms. Matmul-bound members
+run at a lower FLOP rate in the loop (example-major layers: sweep64's MFU was 19 % looped,
+33 % fused); two width-4096 members fused ran 1.10× faster, widths 2048/3000/4096 1.28×,
+512/4096 1.27×. So on CPU fusion pays for every group of two or more members; auto declines
+only where the model predicts less than a 10 % gain (and on CUDA, whose constants are estimates).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from overparam.spec import Run
 # a loop step ≈ 60 launches, a graphed fused step ≈ one replay plus ~20 kernel nodes per bucket).
 COST = {
     "cpu": {"LOOP_STEP": 1.4e-3, "GROUP_STEP": 0.9e-3, "BUCKET_STEP": 0.4e-3, "MEMBER_STEP": 0.1e-3,
-            "RATE": 4e10},
-    "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 5e-5, "BUCKET_STEP": 2e-5, "MEMBER_STEP": 1e-6, "RATE": 5e13},
+            "LOOP_RATE": 3e10, "FUSED_RATE": 4e10},
+    "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 5e-5, "BUCKET_STEP": 2e-5, "MEMBER_STEP": 1e-6,
+             "LOOP_RATE": 2e13, "FUSED_RATE": 5e13},
 }
 MARGIN = 0.9  # fuse only for a predicted gain of at least 10 %: the model is coarse
 GROUP_MEMORY = {"cpu": 2 << 30, "cuda": None}  # bytes per fused group; CUDA: 40 % of the device
@@ -141,10 +144,10 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
         model = config["model"] if width is None else {**config["model"], "width": width}
         return float(family.flops_per_example(model, shape)) * batch
 
-    loop = sum(c["LOOP_STEP"] + flops(cfg) / c["RATE"] for cfg in configs)
+    loop = sum(c["LOOP_STEP"] + flops(cfg) / c["LOOP_RATE"] for cfg in configs)
     buckets = len(plan_layout(configs, shape, device.type).buckets)
     padded = sum(flops(cfg, padded_width(cfg, shape, device.type)) for cfg in configs)
-    fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + len(configs) * c["MEMBER_STEP"] + padded / c["RATE"]
+    fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + len(configs) * c["MEMBER_STEP"] + padded / c["FUSED_RATE"]
     return loop, fused
 
 

@@ -194,7 +194,7 @@ class RayExecutor:
         except RayTaskError as exc:
             cause = getattr(exc, "cause", None)
             if isinstance(cause, BaseException):
-                raise cause from None  # what a local run would have raised (bad input or a bug)
+                raise cause from exc  # what a local run would have raised (bad input or a bug)
             raise
         except RayError as exc:
             # The worker died more often than max_retries allows (killed, out of memory, node

@@ -13,6 +13,7 @@ from typing import Any
 
 from overparam.data import load_task
 from overparam.errors import OverparamError
+from overparam.integrations.base import SinkSet
 from overparam.spec import Spec, load_spec
 from overparam.store import Store
 from overparam.sweep.checkpoints import save_checkpoint
@@ -50,8 +51,11 @@ def _make_executor(name: str, device, options: dict[str, Any]):
 
 def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "local", device: str = "auto",
               fuse: str = "auto", progress: bool = True, executor_options: dict[str, Any] | None = None,
-              ) -> SweepSummary:
-    """Run (or resume) a sweep into directory ``out`` and return what happened."""
+              sinks: list | tuple = ()) -> SweepSummary:
+    """Run (or resume) a sweep into directory ``out`` and return what happened.
+
+    ``sinks`` (``overparam.integrations.make_sinks``) get a copy of each run as it is stored.
+    """
     spec = load_spec(spec)
     if fuse not in ("auto", "on", "off"):
         raise OverparamError(f"--fuse: expected auto, on or off, got {fuse!r}")
@@ -70,8 +74,9 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
     for run in runs:  # load data and check sizes before touching the store
         get_task(task_key(run.config))
     check_memory(runs, tasks)
+    copies = SinkSet(sinks, spec.name, out)  # connects now: a bad --mlflow URI fails before training
 
-    with Store.create(out) as store:
+    with copies, Store.create(out) as store:
         store.reset_interrupted()
         store.add_runs(runs)
         store.set_meta("spec", spec.to_dict())
@@ -85,13 +90,15 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         groups = plan_groups(todo, fuse, dev)
         runner = _make_executor(executor, dev, executor_options or {})
         bar = _progress(len(runs), summary.already_done, spec.name, progress)
+        outcomes = runner.execute(groups, get_task)
         try:
             for group in groups:
                 store.mark_running([r.id for r in group.runs])
-            for outcome in runner.execute(groups, get_task):
-                _store_outcome(store, outcome, get_task(task_key(outcome.run.config)), summary)
+            for outcome in outcomes:
+                _store_outcome(store, outcome, get_task(task_key(outcome.run.config)), summary, copies)
                 bar.update(1)
         finally:
+            outcomes.close()  # now, not at garbage collection: Ray cancels its outstanding tasks here
             bar.close()
             store.reset_interrupted()
     return summary
@@ -116,13 +123,14 @@ def set_cpu_threads(device) -> None:
             raise OverparamError(f"OVERPARAM_THREADS: expected a positive integer, got {wanted!r}") from None
 
 
-def _store_outcome(store: Store, outcome, task, summary: SweepSummary) -> None:
+def _store_outcome(store: Store, outcome, task, summary: SweepSummary, copies: SinkSet) -> None:
     run, result = outcome.run, outcome.result
     params, flops = run_size(run.config, task)
     if result.state is not None and run.config["train"]["checkpoint"]:
         save_checkpoint(store.checkpoint_path(run.id), result.state, run.id, run.config)
     store.record(run.id, result.status, params, flops, result.metrics, result.curve, outcome.seconds,
                  result.error)
+    copies.log(run, result, params, flops, outcome.seconds)
     summary.trained += 1
     if result.status == "diverged":
         summary.diverged.append(run.id)

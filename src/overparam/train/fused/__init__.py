@@ -4,7 +4,10 @@
 - ``nets``: the families (mlp, rff, linear) as stacked networks over one flat parameter leaf;
 - ``optim``: SGD/Adam/AdamW elementwise over that leaf, per-member lr, weight decay, clipping;
 - ``data``, ``evaluate``: the group's resident data, labels per member, metrics per member;
-- ``engine``: ``train_group``, the loop; ``cuda``: the step captured as a CUDA graph.
+- ``engine``: ``train_group``, the loop; ``cuda``: the step captured as a CUDA graph;
+- ``jagged``: unpadded one-hidden-layer MLPs through torch's grouped matmul (CUDA, bf16).
+
+docs/fused.md has the rules, the cost model and the measurements.
 """
 
 from overparam.train.fused.engine import train_group

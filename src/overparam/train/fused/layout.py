@@ -16,7 +16,6 @@ of 2 rows does: below that, per-bucket overhead is all there is).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,12 +121,6 @@ class Layout:
     @property
     def size(self) -> int:
         return len(self.order)
-
-    def waste(self, params: Callable[[int], int]) -> float:
-        """Padded parameters / own parameters − 1, over the whole group."""
-        own = sum(params(w) for w in self.widths)
-        padded = sum(b.size * params(b.width) for b in self.buckets)
-        return padded / own - 1.0
 
 
 def plan_layout(configs: list[dict[str, Any]], shape: Shape, device_type: str) -> Layout:

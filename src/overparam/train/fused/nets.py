@@ -111,7 +111,7 @@ def _stack_padded(tensors: list[torch.Tensor], shape: tuple[int, ...], dtype: to
     """(len, *shape) zeros with each tensor in its top-left corner: fixed buffers of a bucket."""
     out = torch.zeros(len(tensors), *shape, dtype=dtype)
     for j, t in enumerate(tensors):
-        out[j][tuple(slice(0, n) for n in t.shape)] = t.to(dtype)
+        out[j][_corner(t.shape)] = t.to(dtype)
     return out.to(device)
 
 
