@@ -87,7 +87,8 @@ def concurrent_writers(tmp: Path) -> dict:
     spec = tmp / "spec2.yaml"
     spec.write_text(yaml.safe_dump({**SPEC, "train": {**SPEC["train"], "steps": 400}}))
     out = tmp / "shared"
-    first = subprocess.Popen(sweep_cmd(spec, out) + ["--fuse", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(sweep_cmd(spec, out) + ["--fuse", "off"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     while not done_rows(out) and first.poll() is None:
         time.sleep(0.1)
     second = subprocess.run(sweep_cmd(spec, out) + ["--fuse", "off"], capture_output=True, text=True)
