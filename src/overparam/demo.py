@@ -150,8 +150,13 @@ def compress_widest(directory: Path, quick: bool) -> dict[str, Any]:
     doc = compress_run(directory, widest["id"], prune=(0.5, 0.9), prune_structured=(0.5, 0.9),
                        quantize=["int8", "int4"] if quick else None, distill_widths=(32,) if not quick else (),
                        onnx=not quick, repeats=10 if quick else 30)
-    lines = [m["sentence"] for m in doc["models"] if m.get("sentence") and m["method"] in ("prune", "quantize")]
-    return {"headline": [f"Compression of the widest MLP: {lines[0]}"] if lines else []}
+    def pick(method: str, variant: str | None = None, setting: Any = None) -> list[dict[str, Any]]:
+        return [m for m in doc["models"] if m["method"] == method and m.get("sentence")
+                and (variant is None or m.get("variant") == variant) and (setting is None or m["setting"] == setting)]
+
+    chosen = (sorted(pick("prune", "ft"), key=lambda m: m["setting"])[-1:] + pick("prune-structured", "ft")[-1:]
+              + pick("quantize", setting="int8")[:1])
+    return {"headline": [f"Compression of the widest MLP: {m['sentence']}" for m in chosen]}
 
 
 def headline(out: Path, manifest: dict[str, Any]) -> list[str]:
