@@ -79,7 +79,8 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
     for members in classes.values():
         task = load(_task_key(members[0]))
         for chunk in _chunks(members, task, device):
-            if len(chunk) > 1 and (fuse == "on" or pays(chunk, task, device)):
+            cnn = chunk[0].config["model"]["family"] == "cnn"  # grouped convs: no padding, never slower
+            if len(chunk) > 1 and (fuse == "on" or cnn or pays(chunk, task, device)):
                 groups.append(Group(chunk, fused=True))
             else:
                 groups.extend(Group([run]) for run in chunk)

@@ -87,7 +87,7 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         summary = SweepSummary(str(out), len(runs), len(runs) - len(todo))
         if not todo:
             return summary
-        groups = plan_groups(todo, fuse, dev)
+        groups = plan_groups(todo, fuse, dev, tasks=get_task)
         runner = _make_executor(executor, dev, executor_options or {})
         bar = _progress(len(runs), summary.already_done, spec.name, progress)
         outcomes = runner.execute(groups, get_task)

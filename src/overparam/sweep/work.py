@@ -15,6 +15,16 @@ from overparam.train.result import TrainResult
 from overparam.train.run import train_run
 
 
+def _train_fused(configs: list[dict], task: TaskData, device: torch.device) -> list[TrainResult]:
+    if configs[0]["model"]["family"] == "cnn":
+        from overparam.train.fused_cnn import train_cnn_group
+
+        return train_cnn_group(configs, task, device)
+    from overparam.train.fused import train_group
+
+    return train_group(configs, task, device)
+
+
 @dataclass
 class Outcome:
     run: Run
@@ -25,10 +35,17 @@ class Outcome:
 def execute_group(group: Group, task: TaskData, device: torch.device) -> list[Outcome]:
     """Train a group's runs; a bug in one run fails that run only (status ``failed``)."""
     if group.fused and len(group.runs) > 1:
-        from overparam.train.fused import train_group
-
         start = time.perf_counter()
-        results = train_group([r.config for r in group.runs], task, device)
+        try:
+            results = _train_fused([r.config for r in group.runs], task, device)
+        except OverparamError:
+            raise
+        except (RuntimeError, ValueError, MemoryError) as exc:  # the loop is the reference: fall back to it
+            import warnings
+
+            warnings.warn(f"fused training of {len(group.runs)} runs failed ({type(exc).__name__}: {exc}); "
+                          f"training them one at a time", stacklevel=2)
+            return execute_group(Group(group.runs, fused=False), task, device)
         each = (time.perf_counter() - start) / len(group.runs)
         return [Outcome(run, res, each) for run, res in zip(group.runs, results, strict=True)]
     outcomes = []

@@ -22,7 +22,7 @@ from typing import Any
 from overparam.models import family_module
 from overparam.models.base import Shape
 
-FAMILIES = ("mlp", "rff", "linear")  # gpt: later (its own engine over token streams)
+FAMILIES = ("mlp", "rff", "linear", "cnn")  # cnn: train/fused_cnn.py; gpt: later (token streams)
 MAX_WASTE = 1.25  # padded params / own params, at most (the "padding wastes <= 25 %")
 EXACT_PARAMS = {"cpu": 1 << 16, "cuda": 1 << 20}  # own bucket above this many params (≈ 3 ms/step on CPU)
 MIN_PAD = 16  # narrower members all pad to 16: their matmuls cost the same, their buckets do not
