@@ -298,3 +298,10 @@ def load_curves(directory: str | Path):
     with Store.open(directory) as store:
         points = store.curves()
     return pd.DataFrame(points, columns=["run_id", "step", "name", "value"])
+
+
+def runs_and_curves(source):
+    """(runs, curves) DataFrames from a sweep directory, or the pair itself when given one."""
+    if isinstance(source, tuple):
+        return source
+    return load_runs(source), load_curves(source)

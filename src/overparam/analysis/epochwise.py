@@ -96,12 +96,9 @@ def epochwise_peaks(source: str | Path | tuple[pd.DataFrame, pd.DataFrame], metr
     """
     if not (isinstance(rise, (int, float)) and rise >= 0):
         raise OverparamError(f"rise: expected a number >= 0, got {rise!r}")
-    if isinstance(source, tuple):
-        runs, curves = source
-    else:
-        from overparam.store import load_curves, load_runs
+    from overparam.store import runs_and_curves
 
-        runs, curves = load_runs(source), load_curves(source)
+    runs, curves = runs_and_curves(source)
     if runs.empty:
         raise OverparamError("no runs to analyze")
     metric = metric or curve_metric(curves)

@@ -98,12 +98,9 @@ def regularization_curves(source: str | Path | tuple[pd.DataFrame, pd.DataFrame]
     more than one point), and the peak ratios ``ratio_unregularized``, ``ratio_envelope``,
     ``ratio_early``, ``ratio_early_envelope`` with ``removed`` (see the module docstring).
     """
-    if isinstance(source, tuple):
-        runs, curves = source
-    else:
-        from overparam.store import load_curves, load_runs
+    from overparam.store import runs_and_curves
 
-        runs, curves = load_runs(source), load_curves(source)
+    runs, curves = runs_and_curves(source)
     if runs.empty:
         raise OverparamError("no runs to analyze")
     done = runs[runs["status"] == "done"].copy()

@@ -25,7 +25,6 @@ channels-last, and ``OVERPARAM_AUTOCAST=bf16`` (or ``autocast="bf16"``) runs con
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -34,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.data import load_task
 from overparam.data.base import TaskData
 from overparam.models.base import generator
 from overparam.models.cnn import BN_EPS, BN_MOMENTUM, POOLED, image_shape
 from overparam.train.batches import batch_indices, eval_steps
 from overparam.train.evaluate import loss_kind
+from overparam.train.fused.data import member_tasks
 from overparam.train.fused.layout import fuse_key
 from overparam.train.fused.optim import BETAS, FusedOptimizer
 from overparam.train.health import flag
@@ -225,16 +224,6 @@ class GraphedStep:
         graph.replay()
 
 
-def member_tasks(configs: list[dict[str, Any]], task: TaskData) -> list[TaskData]:
-    """Each member's task (they may differ in label noise only); ``task`` is the first config's."""
-    loaded = {json.dumps(configs[0]["task"], sort_keys=True): task}
-    out = []
-    for config in configs:
-        key = json.dumps(config["task"], sort_keys=True)
-        if key not in loaded:
-            loaded[key] = load_task(config["task"])
-        out.append(loaded[key])
-    return out
 
 
 @torch.no_grad()
