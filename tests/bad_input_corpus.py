@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 GOOD_SPEC = {"name": "good", "task": {"kind": "digits", "train_size": 100},
-             "model": {"family": "rff"}, "train": {"optimizer": "min_norm"},
-             "vary": {"model.width": [20, 200]}}
+             "model": {"family": "mlp"}, "train": {"steps": 30},
+             "vary": {"model.width": [8, 16]}}
 
 
 @dataclass
@@ -125,6 +125,18 @@ def release_locks() -> None:
         _locked.fd = None
 
 
+def _swapped_checkpoints(tmp: Path, good: Path) -> list[str]:
+    """Two runs' checkpoint files swapped: each now belongs to another config."""
+    bad = tmp / "store-swapped"
+    shutil.copytree(good, bad)
+    a, b = sorted((bad / "checkpoints").glob("*.safetensors"))[:2]
+    tmp_name = a.with_suffix(".swap")
+    a.rename(tmp_name)
+    b.rename(a)
+    tmp_name.rename(b)
+    return ["compress", str(bad), "--run", a.stem, "--json"]
+
+
 def _simple(argv: list[str]) -> Callable[[Path, Path], list[str]]:
     return lambda tmp, good: [a.replace("{good}", str(good)).replace("{tmp}", str(tmp)) for a in argv]
 
@@ -153,7 +165,7 @@ CASES: list[Case] = [
     spec_case("unknown-task", merged(task={"kind": "imagenet"}), "task.kind: unknown task"),
     spec_case("unknown-family", merged(model={"family": "resnet"}), "model.family: unknown family"),
     spec_case("unknown-optimizer", merged(train={"optimizer": "lion"}), "train.optimizer"),
-    spec_case("closed-form-mlp", merged(model={"family": "mlp"}, vary={}), "closed form"),
+    spec_case("closed-form-mlp", merged(train={"optimizer": "min_norm"}), "closed form"),
     spec_case("absurd-width", merged(vary={"model.width": [10**9]}), "must be <="),
     spec_case("too-big-for-memory", {"task": {"kind": "digits"}, "model": {"family": "mlp", "width": 900000,
                                                                           "depth": 40}}, "GiB"),
@@ -171,6 +183,7 @@ CASES: list[Case] = [
     Case("dir: no store", _simple(["runs", "{tmp}"]), 2, "not a sweep directory"),
     Case("dir: missing", _simple(["analyze", "{tmp}/missing"]), 2, "no such"),
     Case("dir: locked by another writer", _locked, 2, "another overparam process"),
+    Case("store: checkpoint does not match its config", _swapped_checkpoints, 2, "does not match"),
     store_case("truncated", _truncate, "runs"),
     store_case("garbage", _garbage, "analyze", "not an overparam store"),
     store_case("zero-bytes", _zero, "runs", "not an overparam store"),
