@@ -61,8 +61,8 @@ def huber_terms(theta: np.ndarray, ln: np.ndarray, ld: np.ndarray, ll: np.ndarra
     theta (k, 5) rows (a, b, e, α, β); ln, ld, ll (n,) logs of N, D, L, whose dtype sets the
     arithmetic's. Returns arrays (k, n).
     """
-    a, b, e, alpha, beta = theta.astype(ln.dtype).T
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # far-off starts overflow float32: they lose, harmlessly
+        a, b, e, alpha, beta = theta.astype(ln.dtype).T
         u1 = np.multiply.outer(-alpha, ln)
         u1 += (a - e)[:, None]
         np.exp(u1, out=u1)  # A N^-α / E
