@@ -27,6 +27,7 @@ COMMANDS = (
     "advise",
     "theory",
     "compress",
+    "implicit",
     "probe",
     "attention",
     "report",
