@@ -11,6 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
+from overparam.train.result import TrainResult
+
 ERROR_RISE = 0.10  # absolute train-error rise over the best seen (10 points)
 LOSS_FACTOR = 10.0
 LOSS_GAP = 0.1
@@ -39,3 +43,20 @@ def flag(metrics: dict[str, Any], curve: list[tuple[int, dict[str, float]]]) -> 
     if reason:
         metrics["unstable_reason"] = reason
     return metrics
+
+
+def clip_and_check(loss: torch.Tensor, params: list, clip: float | None) -> bool:
+    """Clip the global gradient norm (when ``clip`` is set) and say whether the step is finite.
+
+    A non-finite loss or gradient norm means the run diverged: the caller stops before
+    ``opt.step()`` so the weights of the last finite step are what remains.
+    """
+    norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip is not None else None
+    return math.isfinite(float(loss.detach())) and (norm is None or math.isfinite(float(norm)))
+
+
+def diverged(curve: list[tuple[int, dict[str, float]]], step: int, why: str) -> TrainResult:
+    """The result of a run stopped at ``step``: the last finite evaluation, marked ``diverged``."""
+    last = dict(curve[-1][1]) if curve else {}
+    last["diverged_at"] = step
+    return TrainResult("diverged", last, curve, None, why)

@@ -26,7 +26,7 @@ from overparam.data.base import TaskData
 from overparam.errors import DataError, SpecError
 from overparam.models.base import generator
 from overparam.train.batches import eval_steps
-from overparam.train.health import flag
+from overparam.train.health import clip_and_check, diverged, flag
 from overparam.train.optim import build_optimizer, lr_at
 from overparam.train.result import TrainResult
 
@@ -154,11 +154,8 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
         loss = lm_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, train["clip"]) if train["clip"] is not None else None
-        if not math.isfinite(float(loss.detach())) or (norm is not None and not math.isfinite(float(norm))):
-            last = dict(curve[-1][1]) if curve else {}
-            last["diverged_at"] = step
-            return TrainResult("diverged", last, curve, None, f"non-finite loss at step {step}")
+        if not clip_and_check(loss, params, train["clip"]):
+            return diverged(curve, step, f"non-finite loss at step {step}")
         opt.step()
         if step in checkpoints:
             curve.append((step, evaluate(step)))

@@ -11,7 +11,7 @@ from overparam.data.base import TaskData
 from overparam.models.base import generator
 from overparam.train.batches import batch_indices, eval_steps
 from overparam.train.evaluate import batch_loss, evaluate, loss_kind, to_tensors
-from overparam.train.health import flag
+from overparam.train.health import clip_and_check, diverged, flag
 from overparam.train.optim import build_optimizer, lr_at
 from overparam.train.result import TrainResult
 
@@ -50,14 +50,8 @@ def train_model(model: torch.nn.Module, task: TaskData, train: dict[str, Any], s
         loss = batch_loss(model(x), data["y_train"][idx], kind, n_classes)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if train["clip"] is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, train["clip"])
-        else:
-            norm = None
-        if not math.isfinite(float(loss.detach())) or (norm is not None and not math.isfinite(float(norm))):
-            last = dict(curve[-1][1]) if curve else {}
-            last["diverged_at"] = step
-            return TrainResult("diverged", last, curve, None, f"non-finite loss at step {step}")
+        if not clip_and_check(loss, params, train["clip"]):
+            return diverged(curve, step, f"non-finite loss at step {step}")
         opt.step()
         if step in checkpoints:
             curve.append((step, evaluate(model, data, task, kind)))
