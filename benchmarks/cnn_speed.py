@@ -1,4 +1,4 @@
-"""Fused vs one-at-a-time training of the width-k CNN sweep (the deep-double-descent widths).
+"""Fused vs one-at-a-time training of a conv width sweep (``cnn`` or ``resnet18k``, the deep-double-descent widths).
 
 The same runs, trained twice: one model at a time with ``train/loop.train_model`` (what
 ``--fuse off`` does), and all widths as one program with ``train/fused_cnn.train_cnn_group``.
@@ -8,10 +8,12 @@ convention / seconds / the measured peak of a large matmul on the same device an
     python benchmarks/cnn_speed.py                 # GPU: the 11 widths, 2 epochs of the CIFAR-10 subset
     python benchmarks/cnn_speed.py --quick         # CPU: k <= 8, 2,000 images (1,000 test), 6 steps
     python benchmarks/cnn_speed.py --autocast bf16 # fused convs in bf16 (the loop stays fp32)
+    python benchmarks/cnn_speed.py --family resnet18k  # ResNet18 widths 1..64, batch 128, Adam lr 1e-4
 
 Data: ``--data`` or ``../shared/data/cifar10_subset.npz``; random CIFAR-shaped images when
 neither exists (timing only). Settings follow examples/cifar10-cnn-double-descent.yaml:
-Adam, lr 1e-3, batch 512, 15 % label noise.
+Adam, lr 1e-3, batch 512, 15 % label noise (``--family resnet18k``:
+examples/cifar10-resnet18k-double-descent.yaml, Adam lr 1e-4, batch 128).
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import torch
 
 from overparam.data import load_task
 from overparam.data.base import TaskData
-from overparam.models import cnn
+from overparam.models import family_module
 from overparam.spec import resolve_config
 from overparam.train.fused_cnn import train_cnn_group
 from overparam.train.run import resolve_device, shape_of, train_run
 
-WIDTHS = [1, 2, 4, 6, 8, 10, 12, 16, 24, 32, 64]
+WIDTHS = {"cnn": [1, 2, 4, 6, 8, 10, 12, 16, 24, 32, 64], "resnet18k": [1, 2, 4, 8, 16, 32, 64]}
+RECIPE = {"cnn": (1e-3, 512), "resnet18k": (1e-4, 128)}  # (Adam lr, batch) of each family's example spec
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_subset.npz"
 
 
@@ -70,12 +73,13 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CPU-sized: k <= 8, 2,000 images (1,000 test), 6 steps")
+    p.add_argument("--family", default="cnn", choices=tuple(WIDTHS))
     p.add_argument("--device", default="auto")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=None)
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 2 epochs)")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 512 (cnn), 128 (resnet18k)")
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--autocast", default="off", choices=("off", "bf16"))
     p.add_argument("--no-graphs", action="store_true", help="fused step eagerly (no CUDA graph)")
@@ -87,14 +91,16 @@ def main() -> None:
         torch.set_num_threads(1)
     else:
         torch.backends.cudnn.benchmark = True  # both paths: fastest conv algorithm per shape
-    widths = args.widths or ([1, 2, 4, 6, 8] if args.quick else WIDTHS)
+    lr, default_batch = RECIPE[args.family]
+    widths = args.widths or ([w for w in WIDTHS[args.family] if w <= 8] if args.quick else WIDTHS[args.family])
     n = args.train_size or (2000 if args.quick else None)
     spec, task = make_task(args.data, n, 1000 if args.quick else None, 0.15)
-    batch = min(args.batch_size, task.n_train)
+    batch = min(args.batch_size or default_batch, task.n_train)
     steps = args.steps or (6 if args.quick else 2 * math.ceil(task.n_train / batch))
-    train = {"optimizer": "adam", "lr": 1e-3, "batch_size": batch, "steps": steps, "eval_every": args.eval_every,
+    train = {"optimizer": "adam", "lr": lr, "batch_size": batch, "steps": steps, "eval_every": args.eval_every,
              "checkpoint": False}
-    configs = [resolve_config({"task": spec, "model": {"family": "cnn", "width": k}, "train": train}) for k in widths]
+    configs = [resolve_config({"task": spec, "model": {"family": args.family, "width": k}, "train": train})
+               for k in widths]
     graphs = False if args.no_graphs else None
     autocast = None if args.autocast == "off" else args.autocast
 
@@ -117,10 +123,11 @@ def main() -> None:
             sync(device)
             per_width[c["model"]["width"]] = time.perf_counter() - start
         loop_s = sum(per_width.values())
-    flops = sum(cnn.flops_per_example(c["model"], shape_of(task)) for c in configs) * steps * batch
+    family = family_module(args.family)
+    flops = sum(family.flops_per_example(c["model"], shape_of(task)) for c in configs) * steps * batch
     peak = peak_flops(device, torch.bfloat16 if autocast else torch.float32)
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "widths": widths, "train_size": task.n_train, "batch_size": batch, "steps": steps,
+           "family": args.family, "widths": widths, "train_size": task.n_train, "batch_size": batch, "steps": steps,
            "autocast": args.autocast, "graphs": device.type == "cuda" and not args.no_graphs,
            "fused_s": round(fused_s, 3), "loop_s": None if loop_s is None else round(loop_s, 3),
            "ratio": None if loop_s is None else round(loop_s / fused_s, 2),
@@ -132,7 +139,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"{out['device']}: {len(widths)} widths {widths}, {steps} steps of {batch} on {task.n_train} images")
+    print(f"{out['device']}: {args.family}, {len(widths)} widths {widths}, {steps} steps of {batch} "
+          f"on {task.n_train} images")
     if loop_s is not None:
         print("one at a time: " + ", ".join(f"k={k} {v:.2f}s" for k, v in per_width.items()))
         print(f"loop {loop_s:.2f} s   fused {fused_s:.2f} s   ratio {loop_s / fused_s:.1f}x")

@@ -1,6 +1,6 @@
 """Fused vs per-model training time on the same sweep, in the same process.
 
-    python benchmarks/sweep_speed.py [--quick] [--configs sweep64,seeds256] [--device cpu]
+    python benchmarks/sweep_speed.py [--quick] [--configs sweep64,seeds256,gpt8] [--device cpu]
 
 For each config: the per-model loop (what ``--fuse off`` runs: ``train_run`` one run after
 another), the fused engine (``--fuse on``'s groups), their ratio, and model-FLOP utilization
@@ -11,6 +11,8 @@ what ``--fuse auto`` would choose. The last line holds the ratios alone.
 Configs (digits: 64 inputs, 10 classes, 1000 training examples; batch 128; Adam):
   sweep64   64 one-hidden-layer MLPs, widths geometric 8…4096, 200 steps
   seeds256  256 MLPs of width 64 that differ only in seed (init and batch order), 200 steps
+  gpt8      8 GPTs on the embedded text (bytes), d_model 64…256 (≈ geometric, multiples of 4),
+            2 layers, 4 heads, context 64, 16 windows per step, AdamW, 200 steps (``--quick``: 20)
 Timings on a shared machine are noisy: ``--repeat`` keeps the best of several alternating runs.
 """
 
@@ -26,9 +28,13 @@ from overparam.data import load_task
 from overparam.spec import Spec
 from overparam.sweep.grouping import plan_groups
 from overparam.train.fused import train_group
+from overparam.train.fused.layout import CONV_FAMILIES
+from overparam.train.fused_cnn import train_cnn_group
+from overparam.train.fused_gpt import train_gpt_group
 from overparam.train.run import resolve_device, run_size, train_run
 
 TASK = {"kind": "digits", "train_size": 1000}
+GPT_WIDTHS = [64, 80, 96, 116, 140, 172, 212, 256]  # 64·4^(i/7) rounded to multiples of n_head = 4
 
 
 def config_spec(name: str, steps: int) -> dict[str, Any]:
@@ -42,7 +48,22 @@ def config_spec(name: str, steps: int) -> dict[str, Any]:
     if name == "small64":  # the issue's "sweeps of small members (width <= 128)"
         return {"name": name, "task": TASK, "model": {"family": "mlp", "depth": 1},
                 "vary": {"model.width": {"geometric": [2, 128], "count": 64}}, "train": train}
-    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, small64; gpt8 comes later)")
+    if name == "gpt8":
+        return {"name": name, "task": {"kind": "text"},
+                "model": {"family": "gpt", "n_layer": 2, "n_head": 4, "context": 64},
+                "vary": {"model.d_model": GPT_WIDTHS},
+                "train": {"optimizer": "adamw", "lr": 3e-3, "steps": steps, "batch_size": 16, "warmup_steps": 10}}
+    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, small64, gpt8)")
+
+
+def train_fused(configs, task, device, autocast: str | None = None):
+    """The fused engine of the group's family (as ``sweep.work`` dispatches, without its fallback)."""
+    family = configs[0]["model"]["family"]
+    if family == "gpt":
+        return train_gpt_group(configs, task, device, autocast=autocast)
+    if family in CONV_FAMILIES:
+        return train_cnn_group(configs, task, device, autocast=autocast)
+    return train_group(configs, task, device, autocast=autocast)
 
 
 def sync(device: torch.device) -> None:
@@ -78,7 +99,7 @@ def time_fused(groups, task, device, autocast: str | None = None) -> float:
     start = time.perf_counter()
     for group in groups:
         if group.fused:
-            train_group([r.config for r in group.runs], task, device, autocast=autocast)
+            train_fused([r.config for r in group.runs], task, device, autocast=autocast)
         else:
             train_run(group.runs[0].config, task, device)
     sync(device)
@@ -97,7 +118,7 @@ def warm_up(device: torch.device) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 steps instead of 200 (CPU)")
+    parser.add_argument("--quick", action="store_true", help="30 steps instead of 200, gpt8 20 (CPU)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--configs", default="sweep64,seeds256")
     parser.add_argument("--device", default="auto")

@@ -137,6 +137,14 @@ def _swapped_checkpoints(tmp: Path, good: Path) -> list[str]:
     return ["compress", str(bad), "--run", a.stem, "--json"]
 
 
+def _no_checkpoints(tmp: Path, good: Path) -> list[str]:
+    """A sweep whose weights were never saved: the linear path has nothing to interpolate to."""
+    bad = tmp / "store-no-checkpoints"
+    shutil.copytree(good, bad)
+    shutil.rmtree(bad / "checkpoints")
+    return ["landscape", str(bad)]
+
+
 def _simple(argv: list[str]) -> Callable[[Path, Path], list[str]]:
     return lambda tmp, good: [a.replace("{good}", str(good)).replace("{tmp}", str(tmp)) for a in argv]
 
@@ -184,6 +192,17 @@ CASES: list[Case] = [
     Case("dir: missing", _simple(["analyze", "{tmp}/missing"]), 2, "no such"),
     Case("dir: locked by another writer", _locked, 2, "another overparam process"),
     Case("store: checkpoint does not match its config", _swapped_checkpoints, 2, "does not match"),
+    Case("landscape: no curves", _simple(["landscape", "{good}"]), 2, "eval_log_points"),
+    Case("landscape: no checkpoints", _no_checkpoints, 2, "checkpoint"),
+    Case("landscape: missing dir", _simple(["landscape", "{tmp}/missing"]), 2, "no such"),
+    Case("landscape: threshold not a number", _simple(["landscape", "{good}", "--threshold", "low"]), 2,
+         "--threshold"),
+    Case("landscape: threshold nan", _simple(["landscape", "{good}", "--threshold", "nan"]), 2, "finite"),
+    Case("landscape: both thresholds", _simple(["landscape", "{good}", "--threshold", "1",
+                                                "--threshold-frac", "0.5"]), 2, "not allowed with"),
+    Case("landscape: alphas malformed", _simple(["landscape", "{good}", "--alphas", "0:1"]), 2, "--alphas"),
+    Case("landscape: alphas miss 1", _simple(["landscape", "{good}", "--alphas", "0:0.5:3"]), 2, "0 and 1"),
+    Case("landscape: max runs zero", _simple(["landscape", "{good}", "--max-runs", "0"]), 2, "--max-runs"),
     store_case("truncated", _truncate, "runs"),
     store_case("garbage", _garbage, "analyze", "not an overparam store"),
     store_case("zero-bytes", _zero, "runs", "not an overparam store"),

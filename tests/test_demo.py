@@ -41,3 +41,13 @@ def test_mlp_part_reaches_interpolation(demo):
     summary = json.loads((demo / "summary.json").read_text())
     curve = summary["parts"]["trained-mlp"]["double_descent"]["curves"][0]
     assert curve["threshold_params"] is not None  # the wide nets fit every noisy label
+
+
+def test_mlp_part_reads_the_landscape(demo):
+    """The demo computes `overparam landscape` for its MLP part; the report states those numbers."""
+    summary = json.loads((demo / "summary.json").read_text())
+    section = summary["parts"]["trained-mlp"]["loss_landscape_vs_width"]
+    doc = json.loads((demo / "trained-mlp" / "analyses" / "landscape.json").read_text())
+    assert section["landscape_json"] == "fresh" and section["sentences"] == doc["sentences"]
+    assert [p["barrier"] for p in section["paths"]] == [p["barrier"] for p in doc["paths"]]
+    assert len(doc["paths"]) == len(section["sizes"]) >= 2  # one run per width

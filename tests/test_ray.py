@@ -19,6 +19,7 @@ from overparam.store import load_runs, open_store  # noqa: E402
 from overparam.sweep.checkpoints import load_checkpoint  # noqa: E402
 from overparam.sweep.runner import run_sweep  # noqa: E402
 from overparam.sweep.work import execute_group  # noqa: E402
+from overparam.train.run import train_run  # noqa: E402
 
 # teacher (Gaussian features) rather than digits: no scikit-learn import in each cold worker
 SPEC = {"name": "ray-small", "task": {"kind": "teacher", "train_size": 100, "test_size": 200, "dim": 20},
@@ -71,25 +72,43 @@ def test_ray_matches_local(tmp_path, fuse):
         assert x.keys() == y.keys() and all((x[k] == y[k]).all() for k in x)
 
 
-def test_killed_worker_is_retried_and_every_run_lands_once(tmp_path):
+def test_killed_worker_is_retried_from_its_snapshot_and_every_run_lands_once(tmp_path):
     marker = tmp_path / "crashed"
 
-    def crash_once(group, task, device):  # a local function: Ray ships it by value
-        if not os.path.exists(marker):
-            open(marker, "w").close()
-            os._exit(1)  # the worker process dies mid-task, as on a lost node
-        return execute_group(group, task, device)
+    def crash_after_a_snapshot(group, task, device, snapshots=None):  # a local function: Ray ships it by value
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))  # the first attempt to get here, only
+        except FileExistsError:
+            return execute_group(group, task, device, snapshots)
+        snap = snapshots.for_runs(group.runs, device)
+        write = snap.save
 
-    summary = run_sweep(SPEC, tmp_path / "s", executor="ray", fuse="off", progress=False,
-                        executor_options={"work": crash_once, "max_retries": 2})
+        def save_then_die(*args, **kwargs):
+            write(*args, **kwargs)
+            os._exit(1)  # the worker process dies mid-task, as on a lost node
+
+        snap.save = save_then_die
+        train_run(group.runs[0].config, task, device, snap)
+
+    out = tmp_path / "s"
+    summary = run_sweep(SPEC, out, executor="ray", fuse="off", progress=False, snapshot_every=4,
+                        executor_options={"work": crash_after_a_snapshot, "max_retries": 2})
     assert marker.exists(), "the first attempt should have killed its worker"
     assert summary.trained == 3 and not summary.failed  # one result per run, none twice
-    assert set(statuses(tmp_path / "s").values()) == {"done"}
-    assert len(load_runs(tmp_path / "s")) == 3
+    assert set(statuses(out).values()) == {"done"}
+    runs = load_runs(out).set_index("id").sort_index()
+    assert len(runs) == 3
+    assert sorted(runs["resumed_from"].fillna(0)) == [0, 0, 4]  # the killed run went on from step 4
+    reference = run_sweep(SPEC, tmp_path / "local", fuse="off", progress=False, snapshot_every="off")
+    assert reference.trained == 3
+    local = load_runs(tmp_path / "local").set_index("id").sort_index()
+    for col in ("train_loss", "test_loss", "param_norm"):
+        assert local[col].equals(runs[col]), col  # resumed on another worker: still bit-identical
+    assert not (out / "checkpoints" / "partial").exists()  # snapshots go once results are stored
 
 
 def test_bad_input_on_a_worker_is_the_same_error_as_locally(tmp_path):
-    def bad(group, task, device):
+    def bad(group, task, device, snapshots=None):
         raise DataError("digits: unusable (test)")
 
     with pytest.raises(OverparamError, match="unusable"):
@@ -99,10 +118,10 @@ def test_bad_input_on_a_worker_is_the_same_error_as_locally(tmp_path):
 
 
 def test_ctrl_c_cancels_and_leaves_the_store_consistent(tmp_path):
-    def widest_is_slow(group, task, device):
+    def widest_is_slow(group, task, device, snapshots=None):
         if group.runs[0].config["model"]["width"] == 16:
             time.sleep(120)  # cancelled long before this ends
-        return execute_group(group, task, device)
+        return execute_group(group, task, device, snapshots)
 
     out = tmp_path / "s"
     sent = threading.Event()

@@ -33,19 +33,23 @@ def finished(directory):
 
 
 def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
+    """Killed mid-run too: the run in training goes on from its last snapshot, to the same bits."""
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
     out = tmp_path / "sweep"
+    partial = out / "checkpoints" / "partial"
     cmd = [sys.executable, "-m", "overparam", "sweep", str(spec_file), "--out", str(out), "--no-progress",
-           "--fuse", "off"]
+           "--fuse", "off", "--snapshot-every", "10"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(finished(out)) < 3 and proc.poll() is None:
-        time.sleep(0.05)
+    while time.time() < deadline and proc.poll() is None and (
+            len(finished(out)) < 3 or not list(partial.glob("*.safetensors"))):
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = finished(out)
     assert 0 < len(before) < 8, "the kill should land mid-sweep"
+    left = {p.stem: snapshot_step(p) for p in partial.glob("*.safetensors") if p.stem not in before}  # resumed
 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -64,6 +68,15 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     b = load_runs(ref).set_index("id").sort_index()
     assert list(a.index) == list(b.index)
     assert (a["test_loss"] == b["test_loss"]).all() and (a["train_loss"] == b["train_loss"]).all()
+    resumed = a["resumed_from"].dropna().to_dict() if "resumed_from" in a else {}
+    assert resumed == left and not partial.exists()
+
+
+def snapshot_step(path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return int(fh.metadata()["step"])
 
 
 def test_second_writer_is_refused_with_a_clear_message(tmp_path):

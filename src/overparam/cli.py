@@ -28,6 +28,7 @@ COMMANDS = (
     "theory",
     "compress",
     "implicit",
+    "landscape",
     "probe",
     "attention",
     "report",

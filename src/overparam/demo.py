@@ -118,19 +118,30 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, fuse: str = "aut
 
 
 def _after_part(name: str, directory: Path, quick: bool) -> dict[str, Any]:
-    """Analyses that follow a part's sweep (scaling fit, compression), stored beside it."""
-    hooks = {"lm-scaling": "overparam.demo_lm:after_sweep", "trained-mlp": "overparam.demo:compress_widest"}
-    target = hooks.get(name)
-    if not target:
-        return {}
-    module_name, func_name = target.split(":")
-    try:
-        import importlib
+    """Analyses that follow a part's sweep (scaling fit, compression, landscape), stored beside it."""
+    import importlib
 
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError):
-        return {}
-    return func(directory, quick) or {}
+    hooks = {"lm-scaling": ("overparam.demo_lm:after_sweep",),
+             "trained-mlp": ("overparam.demo:compress_widest", "overparam.demo:landscape_by_width")}
+    merged: dict[str, Any] = {}
+    for target in hooks.get(name, ()):
+        module_name, func_name = target.split(":")
+        try:
+            func = getattr(importlib.import_module(module_name), func_name)
+        except (ImportError, AttributeError):
+            continue
+        for key, value in (func(directory, quick) or {}).items():
+            merged[key] = merged.get(key, []) + value if isinstance(value, list) else value
+    return merged
+
+
+def landscape_by_width(directory: Path, quick: bool) -> dict[str, Any]:
+    """Steps to a train loss and the loss along init → trained per width (``overparam landscape``),
+    written to ``analyses/landscape.json`` for the report; under a second on the quick sweep."""
+    from overparam.analysis.landscape_report import analyze_landscape
+
+    analyze_landscape(directory)
+    return {}
 
 
 def compress_widest(directory: Path, quick: bool) -> dict[str, Any]:

@@ -20,7 +20,8 @@ class Option:
     """One setting: its type(s), default, allowed choices and an extra check.
 
     ``check`` returns None when the value is fine, or a short phrase saying what it must be
-    ("must be > 0"). ``nullable`` allows ``null`` (meaning "automatic").
+    ("must be > 0"). ``nullable`` allows ``null`` (meaning "automatic"). ``normalize`` maps an
+    accepted value to its canonical form (a list of names sorted), so equal settings name equal runs.
     """
 
     type: type | tuple[type, ...]
@@ -29,6 +30,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     check: Check | None = None
     nullable: bool = False
+    normalize: Callable[[Any], Any] | None = None
 
 
 def positive(v: Any) -> str | None:
@@ -90,6 +92,8 @@ def coerce(path: str, option: Option, value: Any) -> Any:
         problem = option.check(value)
         if problem:
             raise SpecError(f"{path}: {problem}; got {value!r}")
+    if option.normalize is not None:
+        value = option.normalize(value)
     return value
 
 

@@ -69,6 +69,17 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
     if train["optimizer"] in recipe.CLOSED_FORM and not family_module(family).LINEAR_IN_PARAMS:
         raise SpecError(f"train.optimizer: {train['optimizer']} is closed form and needs a model linear in "
                         f"its parameters (linear, rff), not {family!r}")
+    if train["autocast"] != "off":
+        if train["optimizer"] in recipe.CLOSED_FORM:
+            raise SpecError(f"train.autocast: {train['autocast']} applies to gradient training, not the closed-form "
+                            f"{train['optimizer']} solve (use autocast: off)")
+        if train["dtype"] == "float64":
+            raise SpecError(f"train.autocast: {train['autocast']} needs float32 parameters; train.dtype float64 "
+                            f"would leave every op in float64 (use dtype: float32 or autocast: off)")
+    curvature = [d for d in train["diagnostics"] if d in ("sharpness", "trace")]
+    if curvature and cfg["task"]["kind"] in ("text", "markov"):
+        raise SpecError(f"train.diagnostics: {curvature[0]} needs a task with inputs and targets; a language "
+                        f"model ({cfg['task']['kind']}) can record norms only")
 
 
 def run_id(resolved: dict[str, Any]) -> str:

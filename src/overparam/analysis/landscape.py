@@ -69,7 +69,8 @@ def steps_to_threshold(source: str | Path | tuple[pd.DataFrame, pd.DataFrame], t
         per_run.append({"run_id": run_id, "step": int(hit["step"].iloc[0]) if len(hit) else None,
                         "last_step": int(frame["step"].max()), "final": float(frame["value"].iloc[-1])})
     table = pd.DataFrame(per_run, columns=["run_id", "step", "last_step", "final"])
-    table = table.merge(runs[["id", axis, "params"]].rename(columns={"id": "run_id"}), on="run_id")
+    columns = ["id", "params"] + ([axis] if axis != "params" else [])  # one size: params is the axis
+    table = table.merge(runs[columns].rename(columns={"id": "run_id"}), on="run_id")
     sizes = []
     for size, frame in table.groupby(axis, sort=True):
         reached = frame["step"].dropna()
@@ -175,17 +176,20 @@ def linear_path_from_store(directory: str | Path, run_id: str,
 
 
 def path_vs_width(directory: str | Path, alphas: tuple[float, ...] = DEFAULT_ALPHAS,
-                  max_runs: int | None = None) -> dict[str, Any]:
+                  max_runs: int | None = None, run_ids: list[str] | None = None) -> dict[str, Any]:
     """``linear_path_from_store`` for every finished run with a checkpoint, with its size:
     ``{"axis", "runs": [{"run_id", "size", "params", "barrier", "monotonic", "train_loss", ...}]}``
-    sorted by parameter count. ``max_runs`` keeps the first runs per size order (cost control)."""
+    sorted by parameter count. ``run_ids`` restricts it to those runs; ``max_runs`` keeps the first
+    runs per size order (cost control)."""
     from overparam.store import load_runs, open_store
 
     runs = load_runs(directory)
-    runs = runs[runs["status"] == "done"].sort_values("params")
+    runs = runs[runs["status"] == "done"].sort_values("params", kind="stable")
     axis = size_axis(runs)
     with open_store(directory) as store:
         runs = runs[[store.checkpoint_path(i).is_file() for i in runs["id"]]]
+    if run_ids is not None:
+        runs = runs[runs["id"].isin(run_ids)]
     if max_runs is not None:
         runs = runs.head(max_runs)
     rows = []

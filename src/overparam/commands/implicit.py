@@ -11,7 +11,9 @@ def register(sub) -> None:
                        "training chose: parameter norm, distance from init, distance to the min-norm "
                        "interpolant (models linear in their parameters), top Hessian eigenvalues by "
                        "Hessian-vector products (Lanczos), Hutchinson's trace, and 2/lr for gd/sgd "
-                       "(edge of stability, Cohen et al. 2021).",
+                       "(edge of stability, Cohen et al. 2021). To record these for every run of a sweep (and "
+                       "get the report's implicit-regularization section), set train.diagnostics: [norms, "
+                       "sharpness, trace] in the spec.",
                        epilog="example: overparam implicit runs/dd --run 1d7e64525ed2 --k 3 --trace 50 --json")
     p.add_argument("dir", help="sweep directory")
     p.add_argument("--run", required=True, metavar="ID", help="run id (see `overparam runs DIR`)")

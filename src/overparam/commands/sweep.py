@@ -5,15 +5,35 @@ from __future__ import annotations
 import argparse
 import sys
 
+RAY_ONLY = ("address", "num_cpus", "max_retries")
+
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run (or resume) a sweep", description="Train every run of SPEC into DIR; "
-                       "rerunning resumes: finished runs are never retrained.",
-                       epilog="example: overparam sweep examples/digits-double-descent.yaml --out runs/dd")
+                       "rerunning resumes: finished runs are never retrained, and a run killed mid-training "
+                       "goes on from its last snapshot.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n"
+                              "  overparam sweep examples/digits-double-descent.yaml --out runs/dd\n"
+                              "  overparam sweep spec.yaml --out runs/x --executor ray --num-cpus 8\n"
+                              "  overparam sweep spec.yaml --out runs/x --executor ray --address HEAD_IP:6379 "
+                              "--device cuda --snapshot-dir /shared/snapshots\n"
+                              "(docs/scale-out.md: clusters, retries, snapshots)")
     p.add_argument("spec", help="spec file (YAML)")
     p.add_argument("--out", required=True, metavar="DIR", help="sweep directory (created if missing)")
     p.add_argument("--executor", default="local", choices=("local", "ray"))
-    p.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    p.add_argument("--address", default=None, help="Ray cluster address (with --executor ray; without it a "
+                   "private local Ray starts)")
+    p.add_argument("--num-cpus", type=int, default=None, metavar="N",
+                   help="CPUs of the local Ray (--executor ray without --address; default: all)")
+    p.add_argument("--max-retries", type=int, default=None, metavar="N",
+                   help="reruns of a group whose Ray worker died (default 2); it resumes from its snapshot")
+    p.add_argument("--snapshot-every", default=None, metavar="WHEN",
+                   help="save training state every N steps (500), every span of training (60s, 5m) or off; "
+                        "a killed run resumes from it (default 60s)")
+    p.add_argument("--snapshot-dir", default=None, metavar="DIR",
+                   help="where workers write snapshots (default DIR/checkpoints/partial; with --address: "
+                        "storage every node mounts at this path, else snapshots are off)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--fuse", default="auto", choices=("auto", "on", "off"),
                    help="train groups of runs as one fused model (off: one at a time, the reference)")
@@ -30,11 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from overparam.errors import OverparamError
     from overparam.integrations import make_sinks
     from overparam.sweep.runner import run_sweep
+    from overparam.sweep.snapshots import DEFAULT_EVERY
 
-    options = {"address": args.address} if args.executor == "ray" else {}
+    options = {key: getattr(args, key) for key in RAY_ONLY if getattr(args, key) is not None}
+    if args.executor != "ray" and options:
+        flag = "--" + next(iter(options)).replace("_", "-")
+        raise OverparamError(f"{flag}: only with --executor ray")
+    every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_EVERY
     summary = run_sweep(args.spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
                         progress=not args.no_progress and not args.json, executor_options=options,
-                        sinks=make_sinks(mlflow=args.mlflow, tensorboard=args.tensorboard))
+                        sinks=make_sinks(mlflow=args.mlflow, tensorboard=args.tensorboard),
+                        snapshot_every=every, snapshot_dir=args.snapshot_dir)
     bad = summary.diverged + summary.failed
     if args.json:
         from overparam.cli import print_json
@@ -43,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     elif not bad:
         print(f"{summary.planned} runs in {args.out}: {summary.already_done} already done, "
               f"{summary.trained} trained now", file=sys.stderr)
+        if args.address and args.snapshot_dir is None and every != "off":
+            print("note: training snapshots were off (a cluster's workers may not share this disk): give "
+                  "--snapshot-dir on storage every node mounts so that a retried group resumes", file=sys.stderr)
     if bad:
         what = []
         if summary.diverged:

@@ -94,8 +94,11 @@ def make_task(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
         std = np.maximum(xtr.std(axis=(0, 2, 3)), 1e-8)
         xtr = (xtr - mean[:, None, None]) / std[:, None, None]
         xte = (xte - mean[:, None, None]) / std[:, None, None]
-    task = TaskData(kind="classification", x_train=xtr.astype(np.float32), y_train=y_noisy,
-                    x_test=xte.astype(np.float32), y_test=y_test.astype(np.int64), n_classes=10,
+    # C-contiguous (n, C, H, W): a transposed HWC array would reach torch as channels-last strides, on
+    # which oneDNN's CPU 1×1 stride-2 conv backward corrupts memory (oneDNN #6035; resnet18k's shortcuts)
+    xtr, xte = np.ascontiguousarray(xtr, dtype=np.float32), np.ascontiguousarray(xte, dtype=np.float32)
+    task = TaskData(kind="classification", x_train=xtr, y_train=y_noisy,
+                    x_test=xte, y_test=y_test.astype(np.int64), n_classes=10,
                     y_train_clean=y_clean,
                     info={"name": name, "n_train": len(xtr), "n_test": len(xte), "source": source,
                           "mean": mean.tolist(), "std": std.tolist(), "augment": opts["augment"]})

@@ -13,6 +13,7 @@ FAMILIES: dict[str, str] = {
     "mlp": "overparam.models.mlp",
     "gpt": "overparam.models.gpt",
     "cnn": "overparam.models.cnn",
+    "resnet18k": "overparam.models.resnet",
 }
 
 

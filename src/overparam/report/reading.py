@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 UNITS = {"rff": "features", "linear": "features", "mlp": "hidden units", "cnn": "channels (k)",
-         "gpt": "model width"}
+         "resnet18k": "channels (k)", "gpt": "model width"}
 
 
 def fmt_int(v: Any) -> str:

@@ -203,3 +203,23 @@ def compression_section(ctx: SweepContext) -> Section | None:
 
 
 BUILDERS[-1:-1] = [compression_section]  # the runs table stays last
+
+
+def landscape_section(ctx: SweepContext) -> Section | None:
+    """Steps to a train-loss threshold and the init-to-trained path per width (``landscape_section.py``)."""
+    from overparam.report.landscape_section import landscape_section as build
+
+    return build(ctx)
+
+
+BUILDERS.insert(BUILDERS.index(epochwise_section) + 1, landscape_section)  # beside the other over-time reading
+
+
+def implicit_section(ctx: SweepContext) -> Section | None:
+    """Norms, min-norm distance and sharpness vs 2/lr recorded with ``train.diagnostics`` (``implicit_section.py``)."""
+    from overparam.report.implicit_section import implicit_section as build
+
+    return build(ctx)
+
+
+BUILDERS.insert(BUILDERS.index(regularization_section) + 1, implicit_section)  # beside explicit regularization

@@ -12,19 +12,39 @@ import torch
 from overparam.errors import StoreError
 
 
-def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, config: dict[str, Any]) -> None:
-    """Write to a temporary file, fsync, then rename: a kill never leaves half a checkpoint."""
+def write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write safetensors to a temporary file, fsync, then rename: a kill never leaves half a file.
+
+    The temporary name carries the process id, so two writers of one path (a retried task and
+    the attempt it replaced) never write into each other's file. Raises ``OSError``.
+    """
     from safetensors.torch import save_file
 
-    tmp = path.with_suffix(".tmp")
-    metadata = {"run_id": run_id, "config": json.dumps(config, sort_keys=True), "format": "overparam-1"}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (best effort: not every filesystem allows it)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, config: dict[str, Any]) -> None:
+    """A run's final weights, tied to its id and config (see ``load_checkpoint``)."""
+    metadata = {"run_id": run_id, "config": json.dumps(config, sort_keys=True), "format": "overparam-1"}
+    try:
+        write_atomically(path, state, metadata)
+    except OSError as exc:
         raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); "
                          f"stored results are unaffected") from exc
 

@@ -22,6 +22,11 @@ run at a lower FLOP rate in the loop (example-major layers: sweep64's MFU was 19
 33 % fused); two width-4096 members fused ran 1.10× faster, widths 2048/3000/4096 1.28×,
 512/4096 1.27×. So on CPU fusion pays for every group of two or more members; auto declines
 only where the model predicts less than a 10 % gain (and on CUDA, whose constants are estimates).
+
+``gpt`` has its own constants (``GPT_COST``, ``_gpt_step_costs``): a CPU step is compute-bound
+once members reach d_model ≈ 64 with 1024 tokens, and members of distinct shapes gain only the
+optimizer's overhead (measured 1.0–1.17×), so auto fuses gpt runs on CPU where several share a
+shape (8 × d_model 32: 3.7–4.3×; 4 × d_model 64, 1024 tokens: 1.13–1.19×).
 """
 
 from __future__ import annotations
@@ -44,9 +49,19 @@ COST = {
     "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 5e-5, "BUCKET_STEP": 2e-5, "MEMBER_STEP": 1e-6,
              "LOOP_RATE": 2e13, "FUSED_RATE": 5e13},
 }
+# gpt (train/fused_gpt.py): per-step overhead grows with layers; a bucket of one member runs its own
+# module's code (what the loop runs, minus the per-model optimizer), so only shared shapes batch.
+# CPU: process time, 1 thread, 2-core machine under load; CUDA: launch-count estimates (unmeasured).
+GPT_COST = {
+    "cpu": {"LOOP_STEP": 1.2e-3, "LOOP_LAYER": 2.0e-3, "BUCKET_STEP": 1.5e-3, "BUCKET_LAYER": 1.5e-3,
+            "MEMBER_LAYER": 0.35e-3, "RATE": 3e10},
+    "cuda": {"LOOP_STEP": 6e-4, "LOOP_LAYER": 7e-4, "BUCKET_STEP": 1e-4, "BUCKET_LAYER": 1.5e-4,
+             "MEMBER_LAYER": 1e-6, "RATE": 3e13},
+}
 MARGIN = 0.9  # fuse only for a predicted gain of at least 10 %: the model is coarse
 GROUP_MEMORY = {"cpu": 2 << 30, "cuda": None}  # bytes per fused group; CUDA: 40 % of the device
 MAX_MEMBERS = 1024  # per group: bounds per-step host work (dropout draws, batch stacking)
+ASSUMED_GPU_MEMORY = 16 << 30  # bytes per GPU when this machine has none to measure (a cluster's driver)
 
 
 @dataclass
@@ -66,26 +81,34 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
         raise ValueError(f"fuse: expected auto, on or off, got {fuse!r}")
     if fuse == "off":
         return [Group([run]) for run in runs]
-    from overparam.train.fused.layout import fusable, fuse_key
+    from overparam.train.fused.layout import CONV_FAMILIES, fusable, fuse_key
 
     classes: dict[str, list[Run]] = defaultdict(list)
     groups: list[Group] = []
     for run in runs:
-        if fusable(run.config) and run.config["task"]["kind"] != "lm":
+        # a sharpness curve is measured inside the loop, between steps: those runs train alone
+        if fusable(run.config) and run.config["task"]["kind"] != "lm" and not _measures_sharpness(run):
             classes[fuse_key(run.config)].append(run)
         else:
             groups.append(Group([run]))
     load = tasks or _task_loader()
     for members in classes.values():
         task = load(_task_key(members[0]))
+        if (members[0].config["model"]["family"] == "gpt") != (task.kind == "lm"):  # no engine for the pair
+            groups.extend(Group([run]) for run in members)
+            continue
         for chunk in _chunks(members, task, device):
-            cnn = chunk[0].config["model"]["family"] == "cnn"  # grouped convs: no padding, never slower
-            if len(chunk) > 1 and (fuse == "on" or cnn or pays(chunk, task, device)):
+            conv = chunk[0].config["model"]["family"] in CONV_FAMILIES  # grouped convs: no padding, never slower
+            if len(chunk) > 1 and (fuse == "on" or conv or pays(chunk, task, device)):
                 groups.append(Group(chunk, fused=True))
             else:
                 groups.extend(Group([run]) for run in chunk)
     first = {run.id: i for i, run in enumerate(runs)}
     return sorted(groups, key=lambda g: min(first[r.id] for r in g.runs))
+
+
+def _measures_sharpness(run: Run) -> bool:
+    return "sharpness" in (run.config["train"].get("diagnostics") or ())
 
 
 def _task_key(run: Run) -> str:
@@ -114,8 +137,12 @@ def _chunks(members: list[Run], task: TaskData, device: torch.device) -> list[li
 
     limit = GROUP_MEMORY.get(device.type)
     if limit is None:
-        limit = int(0.4 * torch.cuda.get_device_properties(device).total_memory) if device.type == "cuda" \
-            else GROUP_MEMORY["cpu"]
+        if device.type != "cuda":
+            limit = GROUP_MEMORY["cpu"]
+        else:  # --device cuda on a driver without one: the GPUs are the cluster's (--address)
+            total = torch.cuda.get_device_properties(device).total_memory if torch.cuda.is_available() \
+                else ASSUMED_GPU_MEMORY
+            limit = int(0.4 * total)
     need = {run.id: MAX_WASTE * memory_estimate(run.config, task) for run in members}
     chunks: list[list[Run]] = [[]]
     used = 0.0
@@ -137,6 +164,8 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
     c = COST.get(device.type, COST["cuda"])
     shape = shape_of(task)
     configs = [r.config for r in runs]
+    if configs[0]["model"]["family"] == "gpt":
+        return _gpt_step_costs(configs, shape, GPT_COST.get(device.type, GPT_COST["cuda"]))
     train = configs[0]["train"]
     batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
     family = family_module(configs[0]["model"]["family"])
@@ -150,6 +179,27 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
     padded = sum(flops(cfg, padded_width(cfg, shape, device.type)) for cfg in configs)
     fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + len(configs) * c["MEMBER_STEP"] + padded / c["FUSED_RATE"]
     return loop, fused
+
+
+def _gpt_step_costs(configs: list[dict], shape, c: dict[str, float]) -> tuple[float, float]:
+    """(loop, fused) seconds per step of gpt runs; B·T tokens per step, buckets by shape.
+
+        loop   Σ_i (LOOP_STEP + L_i·LOOP_LAYER + B·T·F_i / RATE)
+        fused  Σ_buckets (BUCKET_STEP + L_b·(BUCKET_LAYER + M_b·MEMBER_LAYER)) + Σ_i B·T·F_i / RATE
+    """
+    from overparam.models import gpt
+    from overparam.train.fused_gpt import shape_key
+
+    train, context = configs[0]["train"], configs[0]["model"]["context"]
+    tokens = train["batch_size"] * context
+    compute = sum(tokens * float(gpt.flops_per_example(cfg["model"], shape)) / c["RATE"] for cfg in configs)
+    loop = sum(c["LOOP_STEP"] + cfg["model"]["n_layer"] * c["LOOP_LAYER"] for cfg in configs) + compute
+    sizes: dict[tuple, int] = defaultdict(int)
+    for cfg in configs:
+        sizes[shape_key(cfg["model"])] += 1
+    fused = sum(c["BUCKET_STEP"] + key[0] * (c["BUCKET_LAYER"] + size * c["MEMBER_LAYER"])
+                for key, size in sizes.items())
+    return loop, fused + compute
 
 
 def pays(runs: list[Run], task: TaskData, device: torch.device) -> bool:

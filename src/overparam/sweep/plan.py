@@ -44,10 +44,8 @@ def memory_estimate(config: dict[str, Any], task: TaskData) -> int:
         n_test = len(task.x_test) if task.x_test is not None else 0
         return int(8 * width * (3 * task.n_train + min(n_test, 4096) + min(task.n_train, width)))
     batch = min(config["train"]["batch_size"], task.n_train)
-    if config["model"]["family"] == "cnn":  # conv activations dominate: a few tensors of them per example
-        from overparam.models.cnn import activation_elements
-
-        return int(4 * params * item + 6 * batch * activation_elements(config["model"], shape) * item)
+    if hasattr(family, "activation_elements"):  # convs: activations dominate, a few tensors of them per example
+        return int(4 * params * item + 6 * batch * family.activation_elements(config["model"], shape) * item)
     width = config["model"].get("width") or config["model"].get("d_model") or 0
     depth = config["model"].get("depth") or config["model"].get("n_layer") or 1
     context = config["model"].get("context") or 1

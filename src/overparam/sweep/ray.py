@@ -4,6 +4,9 @@ What travels: to a worker, the group's runs (ids and resolved configs) and its t
 (a short JSON key), never the data; each worker process loads a task once and keeps it. Back to
 the driver, the group's ``Outcome`` objects, state dicts included: the driver alone writes the
 store and the checkpoints, so workers need no shared disk and never touch the store.
+Training snapshots (``sweep.snapshots``) are the one thing workers write, into the policy's
+directory: ``DIR/checkpoints/partial`` with a local Ray, shared storage (``--snapshot-dir``)
+on a cluster, or nowhere.
 
 Resources: a task asks for ``OVERPARAM_THREADS`` CPUs (1 by default, as a local sweep uses) and,
 on CUDA, a fraction of a GPU sized by the group's estimated memory, in steps of 1/8: a sweep of
@@ -11,8 +14,9 @@ small models then runs up to eight groups per GPU instead of leaving most of eac
 
 Failures: a task whose worker process dies (killed, node lost, out of memory) is retried by Ray
 up to ``max_retries`` times; its result is collected once, so every run lands exactly once. A
-group that still cannot finish is recorded ``failed`` (rerunning the sweep retries it). A bad
-input raised on a worker (``OverparamError``) is raised on the driver as it would be locally.
+retried group resumes from its last snapshot where it has one. A group that still cannot
+finish is recorded ``failed`` (rerunning the sweep retries it). A bad input raised on a worker
+(``OverparamError``) is raised on the driver as it would be locally.
 Ctrl-C cancels every outstanding task (their workers survive) and disconnects, stopping a Ray it
 started; the runner then puts the runs that had not landed back to ``pending``.
 """
@@ -30,20 +34,21 @@ import torch
 
 from overparam.data.base import TaskData
 from overparam.errors import OverparamError, require
-from overparam.sweep.grouping import Group
+from overparam.sweep.grouping import ASSUMED_GPU_MEMORY, Group
 from overparam.sweep.plan import memory_estimate, task_key
+from overparam.sweep.snapshots import SnapshotPolicy
 from overparam.sweep.work import Outcome, execute_group
 
 GPU_STEPS = 8  # GPU requests are multiples of 1/8: at most 8 groups share a card
-DEFAULT_GPU_MEMORY = 16 << 30  # bytes assumed per GPU when the driver has none to measure
 
-Work = Callable[[Group, TaskData, torch.device], list[Outcome]]
+Work = Callable[..., list[Outcome]]  # (group, task, device, snapshots=None): execute_group's signature
 
 _TASKS: dict[str, TaskData] = {}  # per worker process: task key -> loaded data
 
 
-def _train_group(key: str, group: Group, device_type: str, threads: int, work: Work) -> list[Outcome]:
-    """What a Ray worker runs: load (or reuse) the task, then train the group."""
+def _train_group(key: str, group: Group, device_type: str, threads: int, work: Work,
+                 snapshots: SnapshotPolicy | None = None) -> list[Outcome]:
+    """What a Ray worker runs: load (or reuse) the task, then train the group (resuming its snapshot)."""
     device = torch.device(device_type)  # Ray sets CUDA_VISIBLE_DEVICES: "cuda" is the GPU granted
     if device.type == "cpu":
         torch.set_num_threads(threads)  # see runner.set_cpu_threads: 1 thread is fastest for small models
@@ -51,7 +56,14 @@ def _train_group(key: str, group: Group, device_type: str, threads: int, work: W
         from overparam.data import load_task
 
         _TASKS[key] = load_task(json.loads(key))
-    return work(group, _TASKS[key], device)
+    return work(group, _TASKS[key], device, snapshots=snapshots)
+
+
+def _check_count(flag: str, value: Any, least: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise OverparamError(f"{flag}: expected an integer >= {least}, got {value!r}")
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -78,13 +90,19 @@ class RayExecutor:
     None starts a private local Ray with ``num_cpus`` CPUs (all by default) and stops it after.
     ``gpu_memory``: bytes per GPU, for sizing fractional requests; measured on the driver when
     it has a GPU. ``work`` is the function a worker calls (``execute_group``; tests swap it).
+    ``snapshots``: where and how often workers save training state (None: retries restart).
     """
 
     name = "ray"
 
     def __init__(self, device: torch.device, address: str | None = None, num_cpus: int | None = None,
                  max_retries: int = 2, gpu_memory: int | None = None, work: Work = execute_group,
-                 init_options: dict[str, Any] | None = None):
+                 init_options: dict[str, Any] | None = None, snapshots: SnapshotPolicy | None = None):
+        _check_count("--num-cpus", num_cpus, 1, allow_none=True)
+        _check_count("--max-retries", max_retries, 0)
+        if num_cpus is not None and address:
+            raise OverparamError("--num-cpus: sizes the local Ray started without --address; a cluster's "
+                                 "size is set where it starts (`ray start --num-cpus N`)")
         require("ray", "ray")  # a missing extra is reported before any run is marked running
         self.device = device
         self.address = address
@@ -93,6 +111,7 @@ class RayExecutor:
         self.gpu_memory = gpu_memory
         self.work = work
         self.init_options = init_options or {}
+        self.snapshots = snapshots
 
     # -- resources -----------------------------------------------------------------------
     def threads(self) -> int:
@@ -108,7 +127,7 @@ class RayExecutor:
         total = self.gpu_memory
         if total is None:
             total = (torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available()
-                     else DEFAULT_GPU_MEMORY)
+                     else ASSUMED_GPU_MEMORY)
         need = sum(memory_estimate(run.config, task) for run in group.runs)
         if group.fused:
             from overparam.train.fused.layout import MAX_WASTE
@@ -154,7 +173,7 @@ class RayExecutor:
                 ref = remote.options(num_cpus=threads, num_gpus=self.gpus(group, load_task(key)),
                                      max_retries=self.max_retries, retry_exceptions=False,
                                      name=f"overparam:{group.runs[0].id}+{len(group.runs) - 1}",
-                                     ).remote(key, group, self.device.type, threads, self.work)
+                                     ).remote(key, group, self.device.type, threads, self.work, self.snapshots)
                 pending[ref] = group
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)

@@ -19,6 +19,7 @@ from overparam.store import Store
 from overparam.sweep.checkpoints import save_checkpoint
 from overparam.sweep.grouping import plan_groups
 from overparam.sweep.plan import check_memory, task_key
+from overparam.sweep.snapshots import DEFAULT_EVERY, FINAL, Cleanup, SnapshotPolicy, prune_private, snapshot_policy
 from overparam.train.run import resolve_device, run_size
 
 EXECUTORS = ("local", "ray")
@@ -37,29 +38,39 @@ class SweepSummary:
         return dict(self.__dict__)
 
 
-def _make_executor(name: str, device, options: dict[str, Any]):
+def _make_executor(name: str, device, options: dict[str, Any], snapshots: SnapshotPolicy | None):
     if name == "local":
+        if options:
+            raise OverparamError(f"--executor local: executor options {', '.join(sorted(options))} are for "
+                                 f"--executor ray only")
         from overparam.sweep.local import LocalExecutor
 
-        return LocalExecutor(device)
+        return LocalExecutor(device, snapshots)
     if name == "ray":
         from overparam.sweep.ray import RayExecutor  # optional extra
 
-        return RayExecutor(device, **options)
+        return RayExecutor(device, snapshots=snapshots, **options)
     raise OverparamError(f"--executor: unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 
 
 def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "local", device: str = "auto",
               fuse: str = "auto", progress: bool = True, executor_options: dict[str, Any] | None = None,
-              sinks: list | tuple = ()) -> SweepSummary:
+              sinks: list | tuple = (), snapshot_every: str | int | None = DEFAULT_EVERY,
+              snapshot_dir: str | Path | None = None) -> SweepSummary:
     """Run (or resume) a sweep into directory ``out`` and return what happened.
 
     ``sinks`` (``overparam.integrations.make_sinks``) get a copy of each run as it is stored.
+    ``snapshot_every`` (steps, ``"60s"``, ``"5m"`` or ``"off"``) and ``snapshot_dir``: training
+    snapshots a killed run resumes from (``sweep.snapshots``; default ``out/checkpoints/partial``).
     """
     spec = load_spec(spec)
     if fuse not in ("auto", "on", "off"):
         raise OverparamError(f"--fuse: expected auto, on or off, got {fuse!r}")
-    dev = resolve_device(device)
+    options = dict(executor_options or {})
+    address = options.get("address") if executor == "ray" else None
+    dev = resolve_device(device, here=not address)  # a cluster's GPUs are on its workers
+    snapshots = snapshot_policy(out, snapshot_every, snapshot_dir, executor, address)
+    runner = _make_executor(executor, dev, options, snapshots)  # checks its options before the store exists
     set_cpu_threads(dev)
     runs = spec.runs()
     tasks: dict[str, Any] = {}
@@ -86,9 +97,10 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         todo = [r for r in runs if status.get(r.id) in ("pending", "failed")]
         summary = SweepSummary(str(out), len(runs), len(runs) - len(todo))
         if not todo:
+            prune_private(out)
             return summary
         groups = plan_groups(todo, fuse, dev, tasks=get_task)
-        runner = _make_executor(executor, dev, executor_options or {})
+        cleanup = Cleanup(snapshots, groups)
         bar = _progress(len(runs), summary.already_done, spec.name, progress)
         outcomes = runner.execute(groups, get_task)
         try:
@@ -96,11 +108,14 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
                 store.mark_running([r.id for r in group.runs])
             for outcome in outcomes:
                 _store_outcome(store, outcome, get_task(task_key(outcome.run.config)), summary, copies)
+                cleanup.stored(outcome.run, outcome.result.status)
                 bar.update(1)
         finally:
             outcomes.close()  # now, not at garbage collection: Ray cancels its outstanding tasks here
             bar.close()
             store.reset_interrupted()
+        if all(r["status"] in FINAL for r in store.runs()):
+            prune_private(out)
     return summary
 
 

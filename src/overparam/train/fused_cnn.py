@@ -1,4 +1,4 @@
-"""A width sweep of the ``cnn`` family trained as one program (DESIGN.md "Speed: fused sweeps").
+"""A width sweep of a conv family (``cnn``, ``resnet18k``) trained as one program (DESIGN.md "Speed: fused sweeps").
 
 Horizontal fusion (Wang et al. 2022, "Horizontally Fused Training Array", HFTA): Mb models of
 one shape become one model whose convolutions are *grouped*. Members sit side by side along
@@ -6,7 +6,8 @@ the channel axis, member j owning channels [j·c, (j+1)·c) of every layer; a co
 members' weights stacked, (Mb·c_out, c_in, 3, 3), applied with ``groups=Mb``, so one call
 computes the Mb convolutions and no member reads another's channels. BatchNorm over the Mb·c
 channels normalizes each channel over the batch, i.e. keeps **each member's own statistics**
-(and running averages); ReLU and max-pooling act per channel; the head is a batched matmul.
+(and running averages); ReLU, pooling and residual additions act per channel; the head is a
+batched matmul. The family's grouped forward lives in ``train/grouped_convs.py``.
 When a bucket's members all see the same images (same seed: same batches, same augmentation)
 its first conv is an ordinary conv with Mb·k outputs on the shared batch, without copying it.
 
@@ -18,15 +19,15 @@ whose loss (or clipped gradient norm) is not finite is frozen and reported ``div
 
 Exactness: each member computes what ``train/loop.train_model`` computes for it alone (same
 init, batches, augmentation draws, dropout masks on CPU, BatchNorm statistics), up to the
-summation order inside the grouped kernels; ``tests/test_cnn.py`` holds fused == sequential in
-float64. On CUDA the step (from a static batch buffer) is captured as a CUDA graph, inputs go
-channels-last, and ``OVERPARAM_AUTOCAST=bf16`` (or ``autocast="bf16"``) runs convs in bf16.
+summation order inside the grouped kernels; ``tests/test_cnn.py`` and ``tests/test_resnet.py``
+hold fused == sequential in float64. On CUDA the step (from a static batch buffer) is captured
+as a CUDA graph, inputs go channels-last, and ``OVERPARAM_AUTOCAST=bf16`` (or
+``autocast="bf16"``) runs convs in bf16.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import torch
@@ -34,13 +35,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.data.base import TaskData
+from overparam.models import family_module
 from overparam.models.base import generator
-from overparam.models.cnn import BN_EPS, BN_MOMENTUM, POOLED, image_shape
+from overparam.models.cnn import BN_EPS, BN_MOMENTUM
+from overparam.train import precision
 from overparam.train.batches import batch_indices, eval_steps
 from overparam.train.evaluate import loss_kind
 from overparam.train.fused.data import member_tasks
-from overparam.train.fused.layout import fuse_key
+from overparam.train.fused.layout import CONV_FAMILIES, fuse_key
 from overparam.train.fused.optim import BETAS, FusedOptimizer
+from overparam.train.grouped_convs import FEATURES, Body, body_for
 from overparam.train.health import flag
 from overparam.train.optim import lr_at
 from overparam.train.result import TrainResult
@@ -48,6 +52,10 @@ from overparam.train.run import run_dtype, shape_of
 
 EVAL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}  # widest activation per evaluation chunk, all members
 WARMUP = 3  # eager steps on a side stream before a CUDA graph capture
+# Channels-last (NHWC) only for buckets of at least this many channels (Mb·k) in their first
+# stage: on an H100, resnet18k buckets of 1 or 2 channels failed in NHWC ("unable to find an
+# engine", "misaligned address"), and so narrow a bucket is launch-bound in either layout.
+CHANNELS_LAST_MIN = 8
 
 
 class FusedCNN(nn.Module):
@@ -55,12 +63,13 @@ class FusedCNN(nn.Module):
 
     ``members`` are in slot order (sorted by width); ``seed_of[slot]`` is the member's row in
     the stacked batch ``x`` (S, B, C, H, W) that ``forward`` takes (one row per distinct seed).
+    ``body`` is the family's grouped forward up to the pooled features (``grouped_convs``).
     """
 
     def __init__(self, members: list[nn.Module], seed_of: list[int], image: tuple[int, int, int],
-                 dtype: torch.dtype, device: torch.device):
+                 dtype: torch.dtype, device: torch.device, body: Body):
         super().__init__()
-        self.image, self.seed_of = image, seed_of
+        self.image, self.seed_of, self.body = image, seed_of, body
         widths = [m.width for m in members]
         self.buckets = [(w, widths.index(w), len(widths) - widths[::-1].index(w)) for w in sorted(set(widths))]
         self.names = [n for n, p in members[0].named_parameters() if p.requires_grad]
@@ -75,9 +84,10 @@ class FusedCNN(nn.Module):
         self.flat = nn.Parameter(torch.cat(pieces).to(device))  # (P,)
         self.register_buffer("run_owner", torch.tensor(owners, device=device))  # (R,) slot per run
         self.register_buffer("run_len", torch.tensor(lengths, device=device))  # (R,) elements per run
-        self.stats = [[(torch.cat([m.norms[i].running_mean for m in members[a:b]]).to(device, dtype),
-                        torch.cat([m.norms[i].running_var for m in members[a:b]]).to(device, dtype))
-                       for i in range(len(POOLED))] for _, a, b in self.buckets]  # per bucket, layer: (Mb·c,)
+        self.norms = [n for n, m in members[0].named_modules() if isinstance(m, nn.BatchNorm2d)]
+        self.stats = [{n: (torch.cat([m.get_submodule(n).running_mean for m in members[a:b]]).to(device, dtype),
+                           torch.cat([m.get_submodule(n).running_var for m in members[a:b]]).to(device, dtype))
+                       for n in self.norms} for _, a, b in self.buckets]  # per bucket, BN name: (Mb·c,) pair
         self.tracked = 0  # BatchNorm's num_batches_tracked, the same for every member
         self.rows = [torch.tensor(seed_of[a:b], device=device) for _, a, b in self.buckets]  # per bucket: (Mb,)
 
@@ -104,18 +114,17 @@ class FusedCNN(nn.Module):
         else:  # each member its own images: (B, Mb·C, H, W), member j on channels [jC, (j+1)C)
             h = x.index_select(0, self.rows[b]).transpose(0, 1).reshape(batch, mb * self.image[0], *self.image[1:])
             groups = mb
-        if h.is_cuda:
+        if h.is_cuda and mb * self.buckets[b][0] >= CHANNELS_LAST_MIN:
             h = h.contiguous(memory_format=torch.channels_last)  # cuDNN's fast layout for convs
-        for i, pool in enumerate(POOLED):
-            w = p[f"convs.{i}.weight"]  # (Mb, c_out, c_in, 3, 3)
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), p[f"convs.{i}.bias"].reshape(-1), padding=1,
-                         groups=groups if i == 0 else mb)  # (B, Mb·c_out, H_i, W_i)
-            mean, var = self.stats[b][i]
-            h = torch.relu(F.batch_norm(h, mean, var, p[f"norms.{i}.weight"].reshape(-1),
-                                        p[f"norms.{i}.bias"].reshape(-1), training, BN_MOMENTUM, BN_EPS))
-            if pool:
-                h = F.max_pool2d(h, 2)
-        h = h.amax(dim=(2, 3)).view(batch, mb, -1).transpose(0, 1)  # (Mb, B, 8k): global max pool
+        else:  # NCHW on CPU, as models/resnet.py: oneDNN's channels-last 1×1 stride-2 backward is broken
+            h = h.contiguous()
+
+        def norm(name: str, z: torch.Tensor) -> torch.Tensor:  # BatchNorm2d over Mb·c channels
+            mean, var = self.stats[b][name]
+            return F.batch_norm(z, mean, var, p[f"{name}.weight"].reshape(-1), p[f"{name}.bias"].reshape(-1),
+                                training, BN_MOMENTUM, BN_EPS)
+
+        h = self.body(h, p, norm, mb, groups).view(batch, mb, -1).transpose(0, 1)  # (Mb, B, 8k): pooled
         if mask is not None:
             h = h * mask  # inverted-dropout noise, as nn.Dropout multiplies it
         return torch.baddbmm(p["head.bias"].unsqueeze(1), h, p["head.weight"].transpose(1, 2))  # (Mb, B, K)
@@ -128,14 +137,15 @@ class FusedCNN(nn.Module):
         params = dict(module.named_parameters())
         for name, view in self.views()[b].items():
             params[name].copy_(view[j])
-        for i, norm in enumerate(module.norms):
+        for name in self.norms:
+            norm, (mean, var) = module.get_submodule(name), self.stats[b][name]
             c = norm.num_features
-            norm.running_mean.copy_(self.stats[b][i][0][j * c:(j + 1) * c])
-            norm.running_var.copy_(self.stats[b][i][1][j * c:(j + 1) * c])
+            norm.running_mean.copy_(mean[j * c:(j + 1) * c])
+            norm.running_var.copy_(var[j * c:(j + 1) * c])
             norm.num_batches_tracked.fill_(self.tracked)
 
     def buffers_state(self) -> list[torch.Tensor]:
-        return [t for bucket in self.stats for pair in bucket for t in pair]
+        return [t for bucket in self.stats for pair in bucket.values() for t in pair]
 
 
 def member_losses(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
@@ -160,12 +170,15 @@ class Step:
         self.diverged_at = torch.zeros(self.members, dtype=torch.float64, device=net.flat.device)
         self.eager_lr = True  # a float lr when all members share it (bit-identical to torch's Adam)
 
+    def losses(self, x: torch.Tensor, y: torch.Tensor, masks=None) -> torch.Tensor:
+        """(M,) each member's training loss on its batch (a subclass swaps the network)."""
+        with precision.autocast_region(x.device, self.autocast):
+            out = self.net(x, True, masks)  # (M, B, K)
+        return member_losses(out.to(self.net.flat.dtype), y, self.kind)  # (M,)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, ctl: torch.Tensor, masks=None) -> None:
         m = self.members
-        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16,
-                            enabled=self.autocast is not None, cache_enabled=False):
-            out = self.net(x, True, masks)  # (M, B, K)
-        losses = member_losses(out.float() if self.autocast else out, y, self.kind)  # (M,)
+        losses = self.losses(x, y, masks)  # (M,)
         self.net.flat.grad = None
         losses.sum().backward()  # d(Σ loss_i)/d(loss_i) = 1: each member gets its own gradient
         ok = torch.isfinite(losses.detach())
@@ -255,27 +268,27 @@ def evaluate_members(net: FusedCNN, data: dict[str, torch.Tensor], kind: str) ->
 
 def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch.device, *,
                     autocast: str | None = None, graphs: bool | None = None) -> list[TrainResult]:
-    """Train ``cnn`` runs (resolved configs sharing ``fuse_key``) as one program.
+    """Train ``cnn`` or ``resnet18k`` runs (resolved configs sharing ``fuse_key``) as one program.
 
     Returns one ``TrainResult`` per config, in order, as ``train_model`` returns it (metrics,
     curve, state dict with the unfused model's keys), plus ``fused`` and ``group_size``.
     """
-    from overparam.models import cnn
-
-    key = fuse_key(configs[0])
-    if any(c["model"]["family"] != "cnn" or fuse_key(c) != key for c in configs):
-        raise ValueError("fused cnn group: members must be cnn runs differing only in member settings")
+    key, name = fuse_key(configs[0]), configs[0]["model"]["family"]
+    if name not in CONV_FAMILIES or any(fuse_key(c) != key for c in configs):  # the key holds the family
+        raise ValueError(f"fused conv group: members must be runs of one of {', '.join(CONV_FAMILIES)} differing "
+                         f"only in member settings")
     if task.kind != "classification":
-        raise ValueError("fused cnn group: classification tasks only (train others with the loop)")
+        raise ValueError("fused conv group: classification tasks only (train others with the loop)")
+    family = family_module(name)
     shape, train0 = shape_of(task), configs[0]["train"]
-    dtype, image, kind = run_dtype(train0), image_shape(task.input_shape), loss_kind(task, train0)
+    dtype, image, kind = run_dtype(train0), family.image_shape(task.input_shape), loss_kind(task, train0)
     order = sorted(range(len(configs)), key=lambda i: (configs[i]["model"]["width"], i))
     slots = [configs[i] for i in order]
     loaded = member_tasks(configs, task)
     tasks = [loaded[i] for i in order]
     seeds = sorted({c["seed"] for c in slots})
-    members = [cnn.build(c["model"], shape, c["seed"], c["train"]["dropout"]).to(dtype) for c in slots]
-    net = FusedCNN(members, [seeds.index(c["seed"]) for c in slots], image, dtype, device)
+    members = [family.build(c["model"], shape, c["seed"], c["train"]["dropout"]).to(dtype) for c in slots]
+    net = FusedCNN(members, [seeds.index(c["seed"]) for c in slots], image, dtype, device, body_for(slots[0]["model"]))
     trains = [c["train"] for c in slots]
     opt = FusedOptimizer(net.flat, net.run_owner, net.run_len, trains)
     as_t = lambda a, dt=dtype: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
@@ -284,9 +297,7 @@ def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch
     if task.y_train_clean is not None:
         data["y_train_clean"] = as_t(task.y_train_clean, torch.int64)
     data["y_train"] = torch.stack([as_t(t.y_train, torch.int64) for t in tasks])  # (M, n): noise per member
-    choice = autocast if autocast is not None else os.environ.get("OVERPARAM_AUTOCAST", "")
-    amp = torch.bfloat16 if choice in ("bf16", "bfloat16") and device.type == "cuda" else None
-    step_fn = Step(net, opt, kind, amp)
+    step_fn = Step(net, opt, kind, precision.run_autocast(train0, autocast))
     dropouts = [t["dropout"] for t in trains]
     graphs = (device.type == "cuda" and not any(dropouts)) if graphs is None else graphs
     if graphs and (device.type != "cuda" or any(dropouts)):
@@ -322,7 +333,7 @@ def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch
         ctl = torch.tensor([*lrs, step, 1 - BETAS[0] ** step, (1 - BETAS[1] ** step) ** 0.5], dtype=torch.float64)
         masks = None
         if any(dropouts):
-            masks = [torch.stack([_mask(drop_gens[s], dropouts[s], len(idx[0]), 8 * w, dtype)
+            masks = [torch.stack([_mask(drop_gens[s], dropouts[s], len(idx[0]), FEATURES[name] * w, dtype)
                                   for s in range(a, b)]).to(device) for w, a, b in net.buckets]
         runner(torch.stack(xs), y, ctl.to(device), masks)
         net.tracked += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import torch
@@ -28,7 +29,9 @@ from overparam.models.base import generator
 from overparam.train.batches import eval_steps
 from overparam.train.health import clip_and_check, diverged, flag
 from overparam.train.optim import build_optimizer, lr_at
+from overparam.train.precision import autocast_region, run_autocast
 from overparam.train.result import TrainResult
+from overparam.train.snapshot import Snapshots, model_state
 
 EVAL_TOKENS = 32_768  # predicted tokens per split per evaluation (the same windows for every run)
 EVAL_BATCH_TOKENS = 16_384  # tokens per forward pass during evaluation (bounds memory)
@@ -109,7 +112,7 @@ def _check_lengths(task: TaskData, context: int) -> None:
 
 
 def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], device: torch.device,
-             dtype: torch.dtype) -> TrainResult:
+             dtype: torch.dtype, snapshots: Snapshots | None = None) -> TrainResult:
     """Next-token training with the recipe's optimizer, warmup + schedule, clipping, NaN detection.
 
     A non-finite loss or gradient norm stops the run as ``diverged`` (metrics: the last finite
@@ -146,12 +149,19 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
         curve.append((0, evaluate(0)))
     torch.manual_seed(seed)  # dropout masks: the only draw from the global stream
     model.train()
-    step = 0
-    for step, offsets in enumerate(window_offsets(len(tokens_train), context, batch, steps, seed), start=1):
+    amp = run_autocast(train)  # train.autocast: the forward under bf16 autocast, or nothing
+    snap = snapshots or Snapshots.off()
+    state = model_state(model, opt, device)
+    start, curve = snap.resume(state, curve)  # the last snapshot's step and curve (0 and [] without one)
+    step = start
+    batches = islice(window_offsets(len(tokens_train), context, batch, steps, seed), start, None)
+    for step, offsets in enumerate(batches, start=start + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, train)
         x, y = windows(tokens_train, offsets, context)
-        loss = lm_loss(model(x), y)
+        with autocast_region(device, amp):
+            logits = model(x)
+        loss = lm_loss(logits.to(dtype), y)  # the loss in train.dtype
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if not clip_and_check(loss, params, train["clip"]):
@@ -159,6 +169,7 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
         opt.step()
         if step in checkpoints:
             curve.append((step, evaluate(step)))
+        snap.step(step, state, curve)
     metrics = dict(curve[-1][1])
     if not all(math.isfinite(v) for v in (metrics["train_loss"], metrics["test_loss"])):
         metrics["diverged_at"] = step

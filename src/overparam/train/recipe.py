@@ -5,6 +5,18 @@ from __future__ import annotations
 from overparam.options import Option, at_most, fraction_below_one, nonnegative, positive
 
 CLOSED_FORM = ("min_norm", "ridge")
+# implicit-regularization measurements a run can record (``overparam.train.diagnostics``)
+DIAGNOSTICS = ("norms", "sharpness", "trace")
+
+
+def known_diagnostics(names: list) -> str | None:
+    """Every entry a known diagnostic, none twice."""
+    for name in names:
+        if name not in DIAGNOSTICS:
+            return f"unknown diagnostic {name!r} (known: {', '.join(DIAGNOSTICS)})"
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    return f"{repeated[0]!r} is listed twice" if repeated else None
+
 
 OPTIONS: dict[str, Option] = {
     "optimizer": Option(str, "adam", "sgd, adam, adamw, gd (full batch), or closed form: min_norm, "
@@ -33,5 +45,12 @@ OPTIONS: dict[str, Option] = {
                     check=nonnegative, nullable=True),
     "dtype": Option(str, None, "float32 or float64 (null: float64 for closed form, float32 otherwise)",
                     choices=("float32", "float64"), nullable=True),
+    "autocast": Option(str, "off", "bf16: training steps' matmuls, convolutions and attention in bfloat16 "
+                       "(torch.autocast, CPU and CUDA; parameters, optimizer and evaluations stay in train.dtype, "
+                       "which must be float32)", choices=("off", "bf16")),
     "checkpoint": Option(bool, True, "save final weights as safetensors"),
+    "diagnostics": Option(list, [], "implicit-regularization measurements recorded per run: norms (‖θ‖, "
+                          "‖θ − θ₀‖, distance to the min-norm solution), sharpness (top Hessian eigenvalue at "
+                          "each evaluation and at the end, with 2/lr), trace (Hutchinson)",
+                          check=known_diagnostics, normalize=sorted),
 }

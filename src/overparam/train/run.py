@@ -10,18 +10,21 @@ from overparam.data.base import TaskData
 from overparam.models import Shape, family_module
 from overparam.train.recipe import CLOSED_FORM
 from overparam.train.result import TrainResult
+from overparam.train.snapshot import Snapshots
 
 
 def shape_of(task: TaskData) -> Shape:
     return Shape(task.input_shape, task.output_dim, task.vocab_size)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", here: bool = True) -> torch.device:
+    """``auto``: CUDA when this machine has it. ``here`` False: the device belongs to remote workers
+    (a Ray cluster), so ``cuda`` is their GPUs and needs none on this machine."""
     from overparam.errors import OverparamError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name == "cuda" and here and not torch.cuda.is_available():
         raise OverparamError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
     return torch.device(name)
 
@@ -58,8 +61,12 @@ def run_size(config: dict[str, Any], task: TaskData) -> tuple[int, float]:
     return params, flops
 
 
-def train_run(config: dict[str, Any], task: TaskData, device: torch.device) -> TrainResult:
-    """Build the run's model from its seed and train it (closed form, language model or loop)."""
+def train_run(config: dict[str, Any], task: TaskData, device: torch.device,
+              snapshots: Snapshots | None = None) -> TrainResult:
+    """Build the run's model from its seed and train it (closed form, language model or loop).
+
+    ``snapshots``: where gradient training saves and resumes its state (closed form is one solve).
+    """
     family = family_module(config["model"]["family"])
     train = config["train"]
     dtype = run_dtype(train)
@@ -71,7 +78,7 @@ def train_run(config: dict[str, Any], task: TaskData, device: torch.device) -> T
     if task.kind == "lm":
         from overparam.train.lm import train_lm
 
-        return train_lm(model, task, config, device, dtype)
+        return train_lm(model, task, config, device, dtype, snapshots)
     from overparam.train.loop import train_model
 
-    return train_model(model, task, train, config["seed"], device, dtype)
+    return train_model(model, task, train, config["seed"], device, dtype, snapshots)

@@ -14,8 +14,8 @@ the host reads it at evaluation steps and at the end.
 from __future__ import annotations
 
 import math
-import os
 import warnings
+from itertools import islice
 from typing import Any
 
 import torch
@@ -31,8 +31,10 @@ from overparam.train.fused.nets import FusedNet, build_net
 from overparam.train.fused.optim import BETAS, FusedOptimizer
 from overparam.train.health import flag
 from overparam.train.optim import lr_at
+from overparam.train.precision import autocast_region, run_autocast
 from overparam.train.result import TrainResult
 from overparam.train.run import run_dtype, shape_of
+from overparam.train.snapshot import Snapshots, fused_state
 
 
 def check_group(configs: list[dict[str, Any]]) -> None:
@@ -109,10 +111,10 @@ class Step:
     def __call__(self, idx: torch.Tensor, ctl: torch.Tensor, masks=None, bias=None) -> None:
         """``ctl`` (M + 1,) float64: each member's lr at this step, then the step number."""
         net, members = self.net, self.net.layout.size
-        with torch.autocast(idx.device.type, dtype=self.autocast or torch.bfloat16,
-                            enabled=self.autocast is not None, cache_enabled=False):
+        with autocast_region(idx.device, self.autocast):
             out = net.train_forward(idx, masks)  # (M, K, B)
-            losses = member_losses(out, self.data.labels(idx, members), self.kind, self.data)  # (M,)
+        out = out.to(net.params.flat.dtype)  # the loss in train.dtype, as the loop takes it
+        losses = member_losses(out, self.data.labels(idx, members), self.kind, self.data)  # (M,)
         net.params.flat.grad = None
         losses.sum().backward()  # d(Σ loss_i)/d(loss_i) = 1: each member gets its own gradient
         losses = losses.detach()
@@ -130,16 +132,6 @@ class Step:
         if self.opt.eager and bool((lr == lr[0]).all()):
             return float(lr[0])
         return lr
-
-
-def _autocast_dtype(device: torch.device, autocast: str | None) -> torch.dtype | None:
-    """bf16 autocast where asked (argument, or OVERPARAM_AUTOCAST=bf16), on CUDA only."""
-    choice = autocast if autocast is not None else os.environ.get("OVERPARAM_AUTOCAST", "")
-    if choice in ("", "off", "none", "fp32"):
-        return None
-    if choice not in ("bf16", "bfloat16"):
-        raise ValueError(f"autocast: expected bf16 or off, got {choice!r}")
-    return torch.bfloat16 if device.type == "cuda" else None
 
 
 def _network(slots: list[dict[str, Any]], members: list[torch.nn.Module], layout, data: GroupData,
@@ -181,14 +173,15 @@ def net_outputs(data: GroupData) -> int:
 
 
 def train_group(configs: list[dict[str, Any]], task: TaskData, device: torch.device, *,
-                autocast: str | None = None, graphs: bool | None = None, kernel: str = "auto"
-                ) -> list[TrainResult]:
+                autocast: str | None = None, graphs: bool | None = None, kernel: str = "auto",
+                snapshots: Snapshots | None = None) -> list[TrainResult]:
     """Train ``configs`` (resolved run configs; ``task`` is the first one's) as one program.
 
     Returns one ``TrainResult`` per config, in order, with ``train_model``'s metrics, curve and
     state-dict structure, plus ``metrics["fused"] = True`` and ``metrics["group_size"]``.
-    ``autocast``: "bf16" (CUDA only; default from OVERPARAM_AUTOCAST). ``graphs`` (default: on
+    ``autocast``: "bf16" or "off" overrides ``train.autocast`` (benchmarks). ``graphs`` (default: on
     CUDA without dropout) captures the step as a CUDA graph. ``kernel``: see ``_network``.
+    ``snapshots``: the group's training snapshots (``train.snapshot``), resumed from when present.
     """
     check_group(configs)
     shape, train0 = shape_of(task), configs[0]["train"]
@@ -201,7 +194,7 @@ def train_group(configs: list[dict[str, Any]], task: TaskData, device: torch.dev
     members = [fam.build(c["model"], shape, c["seed"], dropout=c["train"]["dropout"]).to(dtype=dtype)
                for c in slots]
     trains = [c["train"] for c in slots]
-    precision = _autocast_dtype(device, autocast)
+    precision = run_autocast(train0, autocast)
     net = _network(slots, members, layout, data, dtype, device, precision, kernel)
     net.bind(data.x_train)
     opt = FusedOptimizer(net.params.flat, net.params.run_owner, net.params.run_len, trains)
@@ -232,14 +225,18 @@ def train_group(configs: list[dict[str, Any]], task: TaskData, device: torch.dev
     if 0 in checkpoints:
         record(0)
     schedule = _LrTable(trains)
-    step = 0
-    for step, idx in enumerate(group_batches(data.n_train, batch, steps, [c["seed"] for c in slots], device),
-                               start=1):
+    snap = snapshots or Snapshots.off()
+    state = fused_state(step_fn, masks)
+    start, curves = snap.resume(state, curves)  # the last snapshot's step and curves (0 and [] without one)
+    opt.step_count = step = start
+    batches = islice(group_batches(data.n_train, batch, steps, [c["seed"] for c in slots], device), start, None)
+    for step, idx in enumerate(batches, start=start + 1):
         ctl = torch.tensor([*schedule.at(step - 1), float(step)], dtype=torch.float64)
         bias = (1 - BETAS[0] ** step, (1 - BETAS[1] ** step) ** 0.5)
         runner(idx, ctl.to(device), masks.draw(idx.shape[-1]) if masks is not None else None, bias)
         if step in checkpoints:
             record(step)
+        snap.step(step, state, curves)
     return _results(configs, layout.order, members, net, curves, step_fn, step)
 
 

@@ -22,7 +22,8 @@ from typing import Any
 from overparam.models import family_module
 from overparam.models.base import Shape
 
-FAMILIES = ("mlp", "rff", "linear", "cnn")  # cnn: train/fused_cnn.py; gpt: later (token streams)
+CONV_FAMILIES = ("cnn", "resnet18k")  # grouped convs: train/fused_cnn.py, exact widths (no padding)
+FAMILIES = ("mlp", "rff", "linear", *CONV_FAMILIES, "gpt")  # gpt: train/fused_gpt.py, bucketed by shape
 MAX_WASTE = 1.25  # padded params / own params, at most (the issue's "padding wastes <= 25 %")
 EXACT_PARAMS = {"cpu": 1 << 16, "cuda": 1 << 20}  # own bucket above this many params (≈ 3 ms/step on CPU)
 MIN_PAD = 16  # narrower members all pad to 16: their matmuls cost the same, their buckets do not
@@ -33,13 +34,20 @@ MEMBER_TRAIN_KEYS = ("lr", "weight_decay", "dropout", "clip", "momentum", "sched
                      "checkpoint", "ridge", "solver", "rcond")
 MEMBER_TASK_KEYS = ("label_noise", "noise_seed")  # change the labels, never the inputs
 MEMBER_MODEL_KEYS = ("width",)
+GPT_SHAPE_KEYS = ("n_layer", "d_model", "n_head", "tied")  # gpt members bucket by shape (train/fused_gpt.py)
 
 
 def fusable(config: dict[str, Any]) -> bool:
-    """Gradient-trained runs of the families this engine knows (closed form never fuses)."""
+    """Gradient-trained runs of the families this engine knows (closed form never fuses).
+
+    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel.
+    """
     from overparam.train.recipe import CLOSED_FORM
 
-    return config["model"]["family"] in FAMILIES and config["train"]["optimizer"] not in CLOSED_FORM
+    family = config["model"]["family"]
+    if family == "gpt" and config["train"]["dropout"] > 0:
+        return False
+    return family in FAMILIES and config["train"]["optimizer"] not in CLOSED_FORM
 
 
 def fuse_key(config: dict[str, Any]) -> str:
@@ -49,7 +57,8 @@ def fuse_key(config: dict[str, Any]) -> str:
     must agree is the shape of every step (batch size, steps) and when evaluations happen.
     """
     task = {k: v for k, v in config["task"].items() if k not in MEMBER_TASK_KEYS}
-    model = {k: v for k, v in config["model"].items() if k not in MEMBER_MODEL_KEYS}
+    member_model = GPT_SHAPE_KEYS if config["model"]["family"] == "gpt" else MEMBER_MODEL_KEYS
+    model = {k: v for k, v in config["model"].items() if k not in member_model}
     train = {k: v for k, v in config["train"].items() if k not in MEMBER_TRAIN_KEYS}
     if train["dtype"] is None:  # resolve the default so float32-by-default and explicit float32 agree
         train["dtype"] = "float32"
