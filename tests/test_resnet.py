@@ -197,11 +197,35 @@ def test_fused_matches_sequential_in_float64(preact):
         assert got.metrics["param_norm"] == pytest.approx(want.metrics["param_norm"], abs=1e-9)
 
 
+def test_fused_pieces_start_aligned_and_padding_gets_no_gradient():
+    """Each parameter piece of the flat leaf starts on ALIGN_BYTES (cuDNN's channels-last kernels
+    faulted on an H100 otherwise); the zeros between pieces get exactly zero gradient."""
+    from overparam.train.fused_cnn import ALIGN_BYTES, FusedCNN
+    from overparam.train.grouped_convs import body_for
+
+    cfgs = [config(1), config(2), config(2, seed=1)]
+    shape = Shape((3, 8, 8), 10)
+    members = [resnet.build(c["model"], shape, c["seed"]).double() for c in cfgs]
+    net = FusedCNN(members, [0, 0, 1], (3, 8, 8), torch.float64, torch.device("cpu"), body_for(cfgs[0]["model"]))
+    base = net.flat.data_ptr()
+    assert all((v.data_ptr() - base) % ALIGN_BYTES == 0 for bucket in net.views() for v in bucket.values())
+    assert all(torch.equal(net.views()[1][k][1], v.double()) for k, v in members[2].named_parameters())
+    net(torch.randn(2, 4, 3, 8, 8, dtype=torch.float64), True).square().sum().backward()
+    used = torch.zeros_like(net.flat, dtype=torch.bool)
+    for bucket in net.views():
+        for v in bucket.values():
+            start = (v.data_ptr() - base) // 8
+            used[start:start + v.numel()] = True
+    assert 0 < int((~used).sum()) < 0.1 * len(used)
+    assert torch.all(net.flat.grad[~used] == 0) and torch.all(net.flat.detach()[~used] == 0)
+    assert net.flat.grad[used].abs().sum() > 0
+
+
 def test_sweep_fuses_by_default_and_stores_exact_sizes(tmp_path):
+    from overparam.spec import Spec
     from overparam.store import open_store
     from overparam.sweep.grouping import plan_groups
     from overparam.sweep.runner import run_sweep
-    from overparam.spec import Spec
 
     spec = {"name": "resnet-digits", "task": {"kind": "digits", "train_size": 64, "test_size": 32, "label_noise": 0.1},
             "model": {"family": "resnet18k"}, "vary": {"model.width": [1, 2]},

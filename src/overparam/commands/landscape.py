@@ -56,14 +56,13 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from overparam.analysis.landscape_report import analyze_landscape, parse_alphas
-    from overparam.cli import print_json
-
-    alphas = parse_alphas(args.alphas)
     import torch
 
+    from overparam.analysis.landscape_report import analyze_landscape, parse_alphas
+    from overparam.cli import print_json
     from overparam.sweep.runner import set_cpu_threads
 
+    alphas = parse_alphas(args.alphas)
     set_cpu_threads(torch.device("cpu"))  # small models: one thread (OVERPARAM_THREADS), as a sweep uses
     doc = analyze_landscape(args.dir, threshold=args.threshold, threshold_frac=args.threshold_frac,
                             metric=args.metric, alphas=alphas, max_runs=args.max_runs)

@@ -22,10 +22,11 @@ follows each). A stride-2 conv maps H to ⌈H/2⌉, so 28×28 MNIST ends at 4×4
 d = s² features (``digits``: 64) is read as one s×s channel. ``train.dropout`` drops pooled
 features before the head.
 
-``preact: true`` builds the pre-activation ResNet18 (He et al. 2016, "Identity Mappings") of
-the paper's released code instead: blocks BN → ReLU → conv 3×3 → BN → ReLU → conv 3×3, plus
-the shortcut (identity, or a strided 1×1 conv, no BN, of the pre-activated input), no
-post-addition ReLU; the stem is the conv alone; a final BN → ReLU precedes the pooling.
+``preact: true`` builds the pre-activation ResNet18 (He et al. 2016, "Identity Mappings") that
+the ``make_resnet18k`` circulating with the paper's experiments builds: blocks BN → ReLU →
+conv 3×3 → BN → ReLU → conv 3×3, plus the shortcut (identity, or a strided 1×1 conv, no BN, of
+the pre-activated input), no post-addition ReLU; the stem is the conv alone; a final BN → ReLU
+precedes the pooling.
 
 Parameter count (trainable; BN's running statistics are buffers): a 3×3 conv has 9·a·b, a
 1×1 conv a·b, a BN 2·c. A stage of width b fed a/2 = b/2 channels holds 32b² conv weights;
@@ -61,7 +62,7 @@ OPTIONS = {
     "family": Option(str, None),
     "width": Option(int, 64, "k: the four stages have k, 2k, 4k, 8k channels (64: the standard ResNet18)",
                     check=at_most(1024)),
-    "preact": Option(bool, False, "pre-activation blocks (BN-ReLU-conv), as in the paper's released code"),
+    "preact": Option(bool, False, "pre-activation blocks (BN-ReLU-conv), as the paper's make_resnet18k builds"),
 }
 SIZE_KEYS = ("width",)
 LINEAR_IN_PARAMS = False

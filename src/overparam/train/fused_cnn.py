@@ -52,10 +52,10 @@ from overparam.train.run import run_dtype, shape_of
 
 EVAL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}  # widest activation per evaluation chunk, all members
 WARMUP = 3  # eager steps on a side stream before a CUDA graph capture
-# Channels-last (NHWC) only for buckets of at least this many channels (Mb·k) in their first
-# stage: on an H100, resnet18k buckets of 1 or 2 channels failed in NHWC ("unable to find an
-# engine", "misaligned address"), and so narrow a bucket is launch-bound in either layout.
-CHANNELS_LAST_MIN = 8
+# Every parameter piece of the flat leaf starts on this boundary: cuDNN's channels-last convs and
+# BatchNorm read filters and BN weights with vector loads, and failed on an H100 ("unable to find
+# an engine", "misaligned address") for buckets whose views sat at arbitrary element offsets.
+ALIGN_BYTES = 128
 
 
 class FusedCNN(nn.Module):
@@ -64,6 +64,8 @@ class FusedCNN(nn.Module):
     ``members`` are in slot order (sorted by width); ``seed_of[slot]`` is the member's row in
     the stacked batch ``x`` (S, B, C, H, W) that ``forward`` takes (one row per distinct seed).
     ``body`` is the family's grouped forward up to the pooled features (``grouped_convs``).
+    Each piece (one parameter of one bucket) is followed by zeros up to ``ALIGN_BYTES``; they get
+    no gradient, so every optimizer leaves them at zero.
     """
 
     def __init__(self, members: list[nn.Module], seed_of: list[int], image: tuple[int, int, int],
@@ -73,14 +75,20 @@ class FusedCNN(nn.Module):
         widths = [m.width for m in members]
         self.buckets = [(w, widths.index(w), len(widths) - widths[::-1].index(w)) for w in sorted(set(widths))]
         self.names = [n for n, p in members[0].named_parameters() if p.requires_grad]
-        pieces, owners, lengths, self.shapes = [], [], [], []
+        align = max(1, ALIGN_BYTES // torch.empty((), dtype=dtype).element_size())  # elements
+        pieces, owners, lengths, self.shapes, self.pads = [], [], [], [], []
         for _, start, stop in self.buckets:
             for name in self.names:
                 stacked = torch.stack([dict(m.named_parameters())[name].detach() for m in members[start:stop]])
-                pieces.append(stacked.to(dtype).reshape(-1))
+                pad = -stacked.numel() % align
+                pieces += [stacked.to(dtype).reshape(-1), torch.zeros(pad, dtype=dtype)]
                 self.shapes.append(tuple(stacked.shape))  # (Mb, *member shape)
+                self.pads.append(pad)
                 owners += range(start, stop)
                 lengths += [stacked[0].numel()] * (stop - start)
+                if pad:  # the zeros belong to the piece's last member: zero gradient, zero update
+                    owners.append(stop - 1)
+                    lengths.append(pad)
         self.flat = nn.Parameter(torch.cat(pieces).to(device))  # (P,)
         self.register_buffer("run_owner", torch.tensor(owners, device=device))  # (R,) slot per run
         self.register_buffer("run_len", torch.tensor(lengths, device=device))  # (R,) elements per run
@@ -94,7 +102,7 @@ class FusedCNN(nn.Module):
     def views(self) -> list[dict[str, torch.Tensor]]:
         """Per bucket, parameter name -> (Mb, *member shape) view of the flat leaf."""
         out: list[dict[str, torch.Tensor]] = [{} for _ in self.buckets]
-        chunks = self.flat.split([math.prod(s) for s in self.shapes])
+        chunks = self.flat.split([n for s, pad in zip(self.shapes, self.pads) for n in (math.prod(s), pad)])[::2]
         for i, (piece, shape) in enumerate(zip(chunks, self.shapes)):
             out[i // len(self.names)][self.names[i % len(self.names)]] = piece.view(shape)
         return out
@@ -114,7 +122,7 @@ class FusedCNN(nn.Module):
         else:  # each member its own images: (B, Mb·C, H, W), member j on channels [jC, (j+1)C)
             h = x.index_select(0, self.rows[b]).transpose(0, 1).reshape(batch, mb * self.image[0], *self.image[1:])
             groups = mb
-        if h.is_cuda and mb * self.buckets[b][0] >= CHANNELS_LAST_MIN:
+        if h.is_cuda:
             h = h.contiguous(memory_format=torch.channels_last)  # cuDNN's fast layout for convs
         else:  # NCHW on CPU, as models/resnet.py: oneDNN's channels-last 1×1 stride-2 backward is broken
             h = h.contiguous()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 Norm = Callable[[str, torch.Tensor], torch.Tensor]
 Body = Callable[[torch.Tensor, dict[str, torch.Tensor], Norm, int, int], torch.Tensor]
+FEATURES = {"cnn": 8, "resnet18k": 8}  # pooled features per member, in units of k (the head's input)
 
 
 def grouped_conv(h: torch.Tensor, weight: torch.Tensor, groups: int, bias: torch.Tensor | None = None,
@@ -79,6 +80,3 @@ def body_for(model: dict[str, Any]) -> Body:
     if model["family"] == "resnet18k":
         return partial(resnet_body, preact=model["preact"])
     raise ValueError(f"no grouped conv body for family {model['family']!r}")
-
-
-FEATURES = {"cnn": 8, "resnet18k": 8}  # pooled features per member, in units of k (the head's input)
