@@ -47,6 +47,15 @@ def spec_case(name: str, content: str | bytes | dict, fragment: str = "") -> Cas
     return Case(f"spec: {name}", setup, 2, fragment)
 
 
+def sweep_flags_case(name: str, flags: list[str], fragment: str) -> Case:
+    """A good spec with bad ``overparam sweep`` flags: refused before anything is written."""
+    def setup(tmp: Path, good: Path) -> list[str]:
+        spec = _spec_file(tmp, "good", yaml.safe_dump(GOOD_SPEC))
+        return ["sweep", str(spec), "--out", str(good), "--no-progress", *flags]
+
+    return Case(f"cli: {name}", setup, 2, fragment)
+
+
 def merged(**sections) -> dict:
     spec = {k: (dict(v) if isinstance(v, dict) else v) for k, v in GOOD_SPEC.items()}
     for key, value in sections.items():
@@ -181,6 +190,16 @@ CASES: list[Case] = [
     spec_case("nan-lr", "task: {kind: digits}\nmodel: {family: mlp}\ntrain: {lr: .nan}\n", "finite"),
     spec_case("gpt-heads", {"task": {"kind": "text"}, "model": {"family": "gpt", "d_model": 30, "n_head": 4}},
               "n_head"),
+    spec_case("unknown-diagnostic", merged(train={"diagnostics": ["sharp"]}), "unknown diagnostic 'sharp'"),
+    spec_case("diagnostics-not-list", merged(train={"diagnostics": "norms"}), "train.diagnostics: expected list"),
+    spec_case("diagnostic-twice", merged(train={"diagnostics": ["norms", "norms"]}), "listed twice"),
+    spec_case("sharpness-on-text", {"task": {"kind": "text"}, "model": {"family": "gpt"},
+                                    "train": {"diagnostics": ["sharpness"]}}, "norms only"),
+    spec_case("autocast-unknown", merged(train={"autocast": "fp8"}), "train.autocast"),
+    spec_case("autocast-float64", merged(train={"autocast": "bf16", "dtype": "float64"}), "train.autocast"),
+    sweep_flags_case("retries with local executor", ["--max-retries", "3"], "--max-retries"),
+    sweep_flags_case("bad snapshot interval", ["--snapshot-every", "soon"], "--snapshot-every"),
+    sweep_flags_case("num-cpus zero", ["--executor", "ray", "--num-cpus", "0"], "--num-cpus"),
     Case("spec: missing file", _simple(["sweep", "{tmp}/nope.yaml", "--out", "{good}"]), 2, "not found"),
     Case("spec: a directory", _simple(["sweep", "{tmp}", "--out", "{good}"]), 2, "directory"),
     Case("cli: unknown command", _simple(["frobnicate"]), 2, "invalid choice"),

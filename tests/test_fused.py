@@ -182,3 +182,18 @@ def test_jagged_grouped_matmul_path_matches_and_is_probed(monkeypatch):
     with pytest.raises(ValueError, match="disagrees"):
         fused(runs[:2], kernel="jagged")
     assert fused(runs[:2])[0].status == "done"  # auto never takes the jagged path on CPU
+
+
+@pytest.mark.parametrize("n,batch,steps", [(1000, 128, 50), (100, 7, 40), (50, 49, 9), (64, 64, 3)])
+def test_group_batches_are_each_members_batch_order(n, batch, steps):
+    """The epoch-at-once draw yields, row for row, what ``batch_indices`` gives each member alone."""
+    from overparam.train.batches import batch_indices
+    from overparam.train.fused.data import group_batches
+
+    seeds = [3, 1, 1, 7, 2, 3]
+    got = list(group_batches(n, batch, steps, seeds, torch.device("cpu")))
+    alone = [list(batch_indices(n, batch, steps, s)) for s in seeds]
+    assert len(got) == steps
+    for step, rows in enumerate(got):
+        for member, seed_rows in enumerate(alone):
+            assert torch.equal(rows if rows.dim() == 1 else rows[member], seed_rows[step])

@@ -51,7 +51,8 @@ def mlp_spec(quick: bool) -> dict[str, Any]:
         "task": {"kind": "digits", "train_size": 500, "label_noise": 0.2, "seed": 0},
         "model": {"family": "mlp", "depth": 1},
         "train": {"optimizer": "adam", "lr": 3e-3, "steps": 1200 if quick else 2500, "batch_size": 128,
-                  "eval_log_points": 8 if quick else 14, "checkpoint": True},
+                  "eval_log_points": 8 if quick else 14, "checkpoint": True,
+                  "diagnostics": ["norms"]},  # ‖θ‖ and ‖θ − θ₀‖ per width: the implicit-regularization section
         "vary": {
             "model.width": {"geometric": [4, 512], "count": 6} if quick else
             {"geometric": [2, 2048], "count": 12},

@@ -24,9 +24,9 @@ run at a lower FLOP rate in the loop (example-major layers: sweep64's MFU was 19
 only where the model predicts less than a 10 % gain (and on CUDA, whose constants are estimates).
 
 ``gpt`` has its own constants (``GPT_COST``, ``_gpt_step_costs``): a CPU step is compute-bound
-once members reach d_model ≈ 64 with 1024 tokens, and members of distinct shapes gain only the
-optimizer's overhead (measured 1.0–1.17×), so auto fuses gpt runs on CPU where several share a
-shape (8 × d_model 32: 3.7–4.3×; 4 × d_model 64, 1024 tokens: 1.13–1.19×).
+once members reach d_model ≈ 64 with 1024 tokens per step, where distinct shapes are at parity
+(gpt8: 0.99–1.02×) and a shared shape gains little (4 × d_model 64: 1.12–1.14×), so auto fuses
+gpt runs on CPU where members share shapes (8 × d_model 32, 64 tokens: 3.8–4.5×).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ COST = {
 # CPU: process time, 1 thread, 2-core machine under load; CUDA: launch-count estimates (unmeasured).
 GPT_COST = {
     "cpu": {"LOOP_STEP": 1.2e-3, "LOOP_LAYER": 2.0e-3, "BUCKET_STEP": 1.5e-3, "BUCKET_LAYER": 1.5e-3,
-            "MEMBER_LAYER": 0.35e-3, "RATE": 3e10},
+            "MEMBER_LAYER": 0.35e-3, "LOOP_RATE": 3e10, "FUSED_RATE": 3e10},
     "cuda": {"LOOP_STEP": 6e-4, "LOOP_LAYER": 7e-4, "BUCKET_STEP": 1e-4, "BUCKET_LAYER": 1.5e-4,
-             "MEMBER_LAYER": 1e-6, "RATE": 3e13},
+             "MEMBER_LAYER": 1e-6, "LOOP_RATE": 3e13, "FUSED_RATE": 3e13},
 }
 MARGIN = 0.9  # fuse only for a predicted gain of at least 10 %: the model is coarse
 GROUP_MEMORY = {"cpu": 2 << 30, "cuda": None}  # bytes per fused group; CUDA: 40 % of the device
@@ -87,7 +87,7 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
     groups: list[Group] = []
     for run in runs:
         # a sharpness curve is measured inside the loop, between steps: those runs train alone
-        if fusable(run.config) and run.config["task"]["kind"] != "lm" and not _measures_sharpness(run):
+        if fusable(run.config) and not _measures_sharpness(run):
             classes[fuse_key(run.config)].append(run)
         else:
             groups.append(Group([run]))
@@ -184,22 +184,25 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
 def _gpt_step_costs(configs: list[dict], shape, c: dict[str, float]) -> tuple[float, float]:
     """(loop, fused) seconds per step of gpt runs; B·T tokens per step, buckets by shape.
 
-        loop   Σ_i (LOOP_STEP + L_i·LOOP_LAYER + B·T·F_i / RATE)
-        fused  Σ_buckets (BUCKET_STEP + L_b·(BUCKET_LAYER + M_b·MEMBER_LAYER)) + Σ_i B·T·F_i / RATE
+        loop   Σ_i (LOOP_STEP + L_i·LOOP_LAYER + B·T·F_i / LOOP_RATE)
+        fused  Σ_buckets (BUCKET_STEP + L_b·(BUCKET_LAYER + M_b·MEMBER_LAYER)) + Σ_i B·T·F_i / FUSED_RATE
+
+    On CPU both rates are one: batched matmuls run no faster than the loop's (measured), so what
+    fusion saves is the per-step, per-layer overhead the constants count.
     """
     from overparam.models import gpt
     from overparam.train.fused_gpt import shape_key
 
     train, context = configs[0]["train"], configs[0]["model"]["context"]
     tokens = train["batch_size"] * context
-    compute = sum(tokens * float(gpt.flops_per_example(cfg["model"], shape)) / c["RATE"] for cfg in configs)
-    loop = sum(c["LOOP_STEP"] + cfg["model"]["n_layer"] * c["LOOP_LAYER"] for cfg in configs) + compute
+    flops = sum(tokens * float(gpt.flops_per_example(cfg["model"], shape)) for cfg in configs)
+    loop = sum(c["LOOP_STEP"] + cfg["model"]["n_layer"] * c["LOOP_LAYER"] for cfg in configs) + flops / c["LOOP_RATE"]
     sizes: dict[tuple, int] = defaultdict(int)
     for cfg in configs:
         sizes[shape_key(cfg["model"])] += 1
     fused = sum(c["BUCKET_STEP"] + key[0] * (c["BUCKET_LAYER"] + size * c["MEMBER_LAYER"])
                 for key, size in sizes.items())
-    return loop, fused + compute
+    return loop, fused + flops / c["FUSED_RATE"]
 
 
 def pays(runs: list[Run], task: TaskData, device: torch.device) -> bool:

@@ -21,8 +21,8 @@ Exactness: each member computes what ``train/loop.train_model`` computes for it 
 init, batches, augmentation draws, dropout masks on CPU, BatchNorm statistics), up to the
 summation order inside the grouped kernels; ``tests/test_cnn.py`` and ``tests/test_resnet.py``
 hold fused == sequential in float64. On CUDA the step (from a static batch buffer) is captured
-as a CUDA graph, inputs go channels-last, and ``OVERPARAM_AUTOCAST=bf16`` (or
-``autocast="bf16"``) runs convs in bf16.
+as a CUDA graph, inputs go channels-last, and ``train.autocast: bf16`` (or ``autocast="bf16"``)
+runs the convs in bf16.
 """
 
 from __future__ import annotations
@@ -179,17 +179,21 @@ class Step:
         self.eager_lr = True  # a float lr when all members share it (bit-identical to torch's Adam)
 
     def losses(self, x: torch.Tensor, y: torch.Tensor, masks=None) -> torch.Tensor:
-        """(M,) each member's training loss on its batch (a subclass swaps the network)."""
+        """(M,) each member's training loss on its batch, in train.dtype."""
         with precision.autocast_region(x.device, self.autocast):
             out = self.net(x, True, masks)  # (M, B, K)
         return member_losses(out.to(self.net.flat.dtype), y, self.kind)  # (M,)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, ctl: torch.Tensor, masks=None) -> None:
-        m = self.members
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor, masks=None) -> torch.Tensor:
+        """(M,) losses, detached, with each member's gradient in ``net.flat.grad``."""
         losses = self.losses(x, y, masks)  # (M,)
         self.net.flat.grad = None
         losses.sum().backward()  # d(Σ loss_i)/d(loss_i) = 1: each member gets its own gradient
-        ok = torch.isfinite(losses.detach())
+        return losses.detach()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, ctl: torch.Tensor, masks=None) -> None:
+        m = self.members
+        ok = torch.isfinite(self.forward_backward(x, y, masks))
         if self.opt.clipping:
             ok &= torch.isfinite(self.opt.clip_(self.net.flat.grad)) | ~self.opt.has_clip
         self.diverged_at.copy_(torch.where(self.active & ~ok, ctl[m], self.diverged_at))

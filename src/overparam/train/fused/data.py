@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from overparam.data.base import TaskData
+from overparam.models.base import generator
 from overparam.train.batches import batch_indices
 
 
@@ -95,13 +96,26 @@ def member_losses(out: torch.Tensor, y: torch.Tensor, kind: str, data: GroupData
 
 def group_batches(n: int, batch: int, steps: int, seeds: list[int], device: torch.device
                   ) -> Iterator[torch.Tensor]:
-    """Each step's rows: (B,) when every member has the same seed (or full batch), else (M, B)."""
+    """Each step's rows: (B,) when every member has the same seed (or full batch), else (M, B).
+
+    Row for row what ``batch_indices`` yields each member's seed. Members share ``n`` and the
+    batch size, so their epochs start on the same steps: each epoch's permutations are drawn
+    once, stacked, moved to the device in one copy and sliced there. Stepping member by member
+    cost ~30 µs of host time per member per step (7.5 ms per step for 256 seeds on a CPU): on a
+    GPU that, not the arithmetic, bounded a fused step of small members.
+    """
     if batch >= n or len(set(seeds)) == 1:
         for idx in batch_indices(n, batch, steps, seeds[0]):
             yield idx.to(device)
         return
     distinct = sorted(set(seeds))
-    streams = [batch_indices(n, batch, steps, s) for s in distinct]
+    gens = [generator(s, "batches") for s in distinct]
     where = torch.tensor([distinct.index(s) for s in seeds])
-    for rows in zip(*streams, strict=True):
-        yield torch.stack(rows)[where].to(device)  # (M, B)
+    done = 0
+    while done < steps:
+        perms = torch.stack([torch.randperm(n, generator=g) for g in gens])[where].to(device)  # (M, n)
+        for start in range(0, n, batch):
+            if done == steps:
+                return
+            yield perms[:, start:start + batch]
+            done += 1
