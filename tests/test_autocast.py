@@ -26,12 +26,7 @@ MARKOV = {"kind": "markov", "vocab_size": 12, "order": 1, "branching": 3, "train
 DIGITS = {"kind": "digits", "train_size": 200, "test_size": 100}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_option_validates_and_leaves_run_ids_alone():

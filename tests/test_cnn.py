@@ -28,12 +28,7 @@ MNIST = SHARED / "mnist"
 cnn = family_module("cnn")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- the family ---------------------------------------------------------------------------------

@@ -21,13 +21,7 @@ TEACHER = {"kind": "teacher", "train_size": 120, "test_size": 80, "dim": 24, "ou
 F64 = {"steps": 100, "batch_size": 32, "eval_every": 25, "dtype": "float64"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Timings and GEMM blocking as on a 1-core CI runner (and no OpenMP spinning under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def runs_of(task, model, vary, train):

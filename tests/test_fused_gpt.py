@@ -22,13 +22,7 @@ TINY = {"family": "gpt", "n_layer": 1, "d_model": 16, "n_head": 2, "context": 8}
 F64 = {"optimizer": "adamw", "lr": 3e-3, "steps": 20, "batch_size": 4, "eval_every": 5, "dtype": "float64"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """GEMM blocking as on a 1-core CI runner (bit-identity across groups relies on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def runs_of(vary, train, model=None, task=MARKOV):

@@ -28,12 +28,7 @@ CIFAR, MNIST, DIGITS = Shape((3, 32, 32), 10), Shape((1, 28, 28), 10), Shape((64
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "images.md"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- counts and FLOPs ---------------------------------------------------------------------------

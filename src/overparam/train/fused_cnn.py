@@ -45,9 +45,8 @@ from overparam.train.fused.data import member_tasks
 from overparam.train.fused.layout import CONV_FAMILIES, fuse_key
 from overparam.train.fused.optim import BETAS, FusedOptimizer
 from overparam.train.grouped_convs import FEATURES, Body, body_for
-from overparam.train.health import flag
 from overparam.train.optim import lr_at
-from overparam.train.result import TrainResult
+from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
 
 EVAL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}  # widest activation per evaluation chunk, all members
@@ -377,9 +376,5 @@ def _results(configs: list[dict[str, Any]], order: list[int], members: list[nn.M
         module = members[slot]
         net.write_back(slot, module)
         metrics = {**dict(curve[-1][1]), **extra}
-        params = [p for p in module.parameters() if p.requires_grad]
-        metrics["param_norm"] = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
-        flag(metrics, curve)
-        results[index] = TrainResult("done", metrics, curve,
-                                     {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        results[index] = finished(module, metrics, curve)
     return results

@@ -42,9 +42,8 @@ from overparam.train.fused.layout import GPT_SHAPE_KEYS, fusable, fuse_key
 from overparam.train.fused.optim import BETAS, FusedOptimizer
 from overparam.train.fused_cnn import GraphedStep
 from overparam.train.fused_cnn import Step as GroupStep
-from overparam.train.health import flag
 from overparam.train.optim import lr_at
-from overparam.train.result import TrainResult
+from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
 
 
@@ -291,9 +290,5 @@ def _results(configs: list[dict[str, Any]], order: list[int], members: list[nn.M
             metrics["entropy_rate"] = float(task.info["entropy_rate"])
         module = members[slot]
         net.write_back(slot, module)
-        params = [p for p in module.parameters() if p.requires_grad]
-        metrics["param_norm"] = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
-        flag(metrics, curve)
-        results[index] = TrainResult("done", metrics, curve,
-                                     {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+        results[index] = finished(module, metrics, curve)
     return results

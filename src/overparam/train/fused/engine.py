@@ -29,10 +29,9 @@ from overparam.train.fused.evaluate import evaluate_group
 from overparam.train.fused.layout import fusable, fuse_key, plan_layout
 from overparam.train.fused.nets import FusedNet, build_net
 from overparam.train.fused.optim import BETAS, FusedOptimizer
-from overparam.train.health import flag
 from overparam.train.optim import lr_at
 from overparam.train.precision import autocast_region, run_autocast
-from overparam.train.result import TrainResult
+from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
 from overparam.train.snapshot import Snapshots, fused_state
 
@@ -276,9 +275,5 @@ def _results(configs: list[dict[str, Any]], order: tuple[int, ...], members: lis
             continue
         module = members[slot]
         net.params.write_back(slot, module)
-        params = [p for p in module.parameters() if p.requires_grad]
-        metrics["param_norm"] = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in params)))
-        flag(metrics, curve)
-        state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        results[index] = TrainResult("done", metrics, curve, state)
+        results[index] = finished(module, metrics, curve)
     return results
