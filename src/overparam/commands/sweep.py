@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     elif not bad:
         print(f"{summary.planned} runs in {args.out}: {summary.already_done} already done, "
               f"{summary.trained} trained now", file=sys.stderr)
-        if args.address and args.snapshot_dir is None and every != "off":
+        if summary.trained and args.address and args.snapshot_dir is None and every != "off":
             print("note: training snapshots were off (a cluster's workers may not share this disk): give "
                   "--snapshot-dir on storage every node mounts so that a retried group resumes", file=sys.stderr)
     if bad:
