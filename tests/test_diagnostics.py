@@ -163,3 +163,35 @@ def test_late_reading_of_a_sharpness_curve():
     below = late_reading(steps, np.array([1.0, 2.0, 3.0, 4.0, 5.0]), threshold=20.0)
     assert below["late"] == 4.0 and below["ratio"] == 0.2 and below["regime"] == "below" and below["rising"]
     assert late_reading(steps, np.ones(5), threshold=None)["regime"] is None
+
+
+def test_late_ratio_follows_a_moving_step_size():
+    """Under decay 2/lr(t) rises: the late ratio compares each step with its own line."""
+    steps = np.array([0, 10, 20, 30, 40])
+    sharp = np.array([5.0, 10.0, 12.0, 15.0, 20.0])
+    lines = np.array([10.0, 10.0, 12.0, 15.0, 25.0])  # 2/lr(t) of a decaying lr
+    row = late_reading(steps, sharp, threshold=10.0, thresholds=lines)
+    assert row["threshold_moves"] and row["ratio"] == pytest.approx(1.0)  # median of 1, 1, 0.8
+    assert row["regime"] == "edge" and row["late"] == 15.0
+    flat = late_reading(steps, sharp, threshold=10.0, thresholds=np.full(5, 10.0))
+    assert not flat["threshold_moves"] and flat["ratio"] == 1.5  # a constant lr: late λ_max over 2/lr
+
+
+def test_sharpness_curve_records_the_line_of_each_steps_lr(tmp_path):
+    from overparam.options import resolve_section
+    from overparam.train import recipe
+    from overparam.train.optim import lr_at
+
+    spec = {**EOS, "model": {"family": "mlp", "width": 8},
+            "train": {"optimizer": "gd", "lr": 0.1, "momentum": 0.5, "steps": 40, "warmup_steps": 10,
+                      "schedule": "linear", "eval_every": 10, "diagnostics": ["sharpness"]}}
+    run_sweep(spec, tmp_path, progress=False)
+    run, curves = load_runs(tmp_path).iloc[0], load_curves(tmp_path)
+    lines = curves[curves["name"] == "stability_threshold"].sort_values("step")
+    train = resolve_section("train", recipe.OPTIONS, spec["train"])
+    assert lines["step"].tolist() == [0, 10, 20, 30, 40]  # step 0: the first step's lr (warmup: 0.01)
+    expected = [3.0 / lr_at(max(s - 1, 0), train) for s in lines["step"]]  # (2 + 2β)/lr(t), β = 0.5
+    assert lines["value"].to_numpy() == pytest.approx(expected, rel=1e-12)
+    assert run["stability_threshold"] == pytest.approx(30.0)  # the metric keeps the peak lr's line
+    section = implicit_section(SweepContext(tmp_path))
+    assert any("the 2/lr line of each step's learning rate" in s for s in section.sentences)

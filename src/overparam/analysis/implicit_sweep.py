@@ -70,13 +70,25 @@ def implicit_summary(source: str | Path | tuple[pd.DataFrame, pd.DataFrame]) -> 
     return doc
 
 
-def late_reading(steps: np.ndarray, values: np.ndarray, threshold: float | None) -> dict[str, Any]:
+def late_reading(steps: np.ndarray, values: np.ndarray, threshold: float | None,
+                 thresholds: np.ndarray | None = None) -> dict[str, Any]:
     """Initial, peak, final and late (median over step ≥ last/2) sharpness of one curve, vs 2/lr;
-    ``rising`` when the last measurement is the highest (still sharpening when training stopped)."""
+    ``rising`` when the last measurement is the highest (still sharpening when training stopped).
+
+    ``thresholds``: 2/lr at each measured step (the ``stability_threshold`` curve), when the step
+    size changed during training (warmup, decay): the late ratio is then the median of
+    λ_max(t) / (2/lr(t)) over the late steps, not the late λ_max over the peak-lr line.
+    """
     ok = np.isfinite(values)
+    per_step = None
+    if thresholds is not None:
+        per_step = np.asarray(thresholds, dtype=float)
+        ok &= np.isfinite(per_step) & (per_step > 0)
+        per_step = per_step[ok]
     steps, values = np.asarray(steps)[ok], np.asarray(values, dtype=float)[ok]
     out: dict[str, Any] = {"n_points": int(len(values)), "initial": None, "peak": None, "peak_step": None,
-                           "final": None, "late": None, "ratio": None, "regime": None, "rising": False}
+                           "final": None, "late": None, "ratio": None, "regime": None, "rising": False,
+                           "threshold_moves": False}
     if len(values) == 0:
         return out
     order = np.argsort(steps)
@@ -86,8 +98,13 @@ def late_reading(steps: np.ndarray, values: np.ndarray, threshold: float | None)
     out.update({"initial": float(values[0]) if steps[0] == 0 else None, "peak": float(values[p]),
                 "peak_step": int(steps[p]), "final": float(values[-1]), "late": float(np.median(late)),
                 "rising": bool(len(values) >= 3 and p == len(values) - 1 and values[-1] > values[-2])})
-    if threshold is not None and math.isfinite(threshold) and threshold > 0:
+    if per_step is not None and len(per_step) and not np.allclose(per_step, per_step[0], rtol=1e-12):
+        late_ratios = (values / per_step[order])[steps >= steps[-1] / 2]
+        out["ratio"] = float(np.median(late_ratios))
+        out["threshold_moves"] = True
+    elif threshold is not None and math.isfinite(threshold) and threshold > 0:
         out["ratio"] = out["late"] / threshold
+    if out["ratio"] is not None:
         out["regime"] = ("edge" if abs(out["ratio"] - 1) <= EDGE else "above" if out["ratio"] > 1 else "below")
     return out
 
@@ -96,14 +113,18 @@ def _per_run(done: pd.DataFrame, curves: pd.DataFrame) -> list[dict[str, Any]]:
     if "sharpness" not in done or curves.empty:
         return []
     data = curves[(curves["name"] == "sharpness") & curves["run_id"].isin(set(done["id"]))]
+    lines = curves[curves["name"] == "stability_threshold"].set_index(["run_id", "step"])["value"]
     info = done.set_index("id")
     rows = []
     for run_id, frame in data.groupby("run_id", sort=False):
+        keys = list(zip([run_id] * len(frame), frame["step"]))
+        moving = lines.reindex(keys).to_numpy(dtype=float) if len(lines) else None
         threshold = _num(info.at[run_id, "stability_threshold"]) if "stability_threshold" in info else None
         row = {"run_id": run_id, "params": int(info.at[run_id, "params"]), "threshold": threshold,
                "lr": _num(info.at[run_id, "train.lr"]) if "train.lr" in info else None,
                "batch_size": _plain(info.at[run_id, "train.batch_size"]) if "train.batch_size" in info else None}
-        row.update(late_reading(frame["step"].to_numpy(), frame["value"].to_numpy(dtype=float), threshold))
+        row.update(late_reading(frame["step"].to_numpy(), frame["value"].to_numpy(dtype=float), threshold,
+                                moving if moving is not None and np.isfinite(moving).any() else None))
         rows.append(row)
     return rows
 

@@ -125,7 +125,11 @@ def sharpness_time_figure(curves: pd.DataFrame, rows: list[dict[str, Any]], labe
     for color, row in zip(_colors(len(rows)), rows):
         c = curves[(curves["run_id"] == row["run_id"]) & (curves["name"] == "sharpness")].sort_values("step")
         ax.plot(c["step"], c["value"], "-", color=color, lw=1.4, label=labels[row["run_id"]])
-        if row["threshold"] is not None:
+        line = curves[(curves["run_id"] == row["run_id"]) & (curves["name"] == "stability_threshold")]
+        if row.get("threshold_moves") and len(line):  # warmup or decay: 2/lr(t) at each evaluated step
+            line = line.sort_values("step")
+            ax.plot(line["step"], line["value"], "--", color=color, lw=1, alpha=0.8)
+        elif row["threshold"] is not None:
             ax.axhline(row["threshold"], color=color, ls="--", lw=1, alpha=0.8)
     ax.set_xlabel("training step")
     ax.set_ylabel("sharpness λ_max (dashed: 2/lr)")
@@ -236,8 +240,13 @@ def _run_sentence(row: dict[str, Any], label: str) -> str:
          f"{fmt_num(row['final'])}" + (", still rising when training stopped" if row["rising"] else ""))
     if row["ratio"] is None:
         return s + " (no 2/lr line applies to this optimizer)."
-    s += (f"; over the second half of training it sat at {fmt_num(row['late'])}, {row['ratio']:.2f}× the "
-          f"2/lr = {fmt_num(row['threshold'])} line: ")
+    if row.get("threshold_moves"):  # warmup or decay: compared step by step with 2/lr(t)
+        s += (f"; over the second half of training it sat at a median {row['ratio']:.2f}× the 2/lr line of "
+              f"each step's learning rate (the schedule moved it; 2/lr = {fmt_num(row['threshold'])} at the "
+              f"peak lr): ")
+    else:
+        s += (f"; over the second half of training it sat at {fmt_num(row['late'])}, {row['ratio']:.2f}× the "
+              f"2/lr = {fmt_num(row['threshold'])} line: ")
     return s + {"edge": "training ran at the edge of stability.",
                 "below": "below the edge of stability; the step size did not limit the curvature.",
                 "above": "above the line, where gradient descent on a quadratic would diverge (unstable)."

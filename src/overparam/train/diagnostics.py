@@ -6,7 +6,9 @@
   θ₀ for gradient training (w₀ + Φ⁺(y − Φw₀), where GD converges), Φ⁺y for closed form.
 - ``sharpness``: λ_max of the full-batch training-loss Hessian at every evaluation of the loop (the
   ``sharpness`` curve) and at the end (metric ``sharpness``), with ``stability_threshold`` =
-  (2 + 2β)/lr for gd/sgd (the edge of stability, Cohen et al. 2021; lr is ``train.lr``, the peak).
+  (2 + 2β)/lr for gd/sgd (the edge of stability, Cohen et al. 2021). The metric uses ``train.lr``,
+  the peak; the curve records the threshold of the lr each evaluated step was taken with (a
+  ``stability_threshold`` curve), so under warmup or decay the line moves as the step size does.
 - ``trace``: Hutchinson's estimate of tr H (``hessian_trace``) and its standard error (``hessian_trace_se``).
 
 Costs are bounded: a Hessian-vector product is one double backward over the training set in chunks
@@ -31,6 +33,7 @@ from overparam.data.base import TaskData
 from overparam.models import family_module
 from overparam.train import curvature
 from overparam.train.evaluate import loss_kind
+from overparam.train.optim import lr_at
 from overparam.train.recipe import CLOSED_FORM
 from overparam.train.result import TrainResult
 
@@ -50,27 +53,40 @@ class SharpnessProbe:
     slowly between evaluations, so a measurement costs a restart or two.
     """
 
-    def __init__(self, model: nn.Module, task: TaskData, kind: str, device: torch.device, seed: int):
+    def __init__(self, model: nn.Module, task: TaskData, kind: str, device: torch.device, seed: int,
+                 train: dict[str, Any] | None = None):
         self.op = curvature.HessianOperator(model, task, kind, device=device)
         self.seed = seed
+        self.train = train
         self.vector: np.ndarray | None = None
 
-    def __call__(self, point: dict[str, Any]) -> dict[str, float]:
-        """``point``: the evaluation just made; a non-finite train loss has no Hessian worth measuring."""
+    def threshold(self, step: int) -> float | None:
+        """(2 + 2β)/lr with the lr of the step that led to ``step`` (step 0: the first step's)."""
+        peak = curvature.stability_threshold(self.train) if self.train is not None else None
+        lr = lr_at(max(step - 1, 0), self.train) if peak is not None else 0.0
+        return peak * self.train["lr"] / lr if lr > 0 else None
+
+    def __call__(self, point: dict[str, Any], step: int = 0) -> dict[str, float]:
+        """``point``: the evaluation just made at ``step``; a non-finite train loss has no Hessian worth
+        measuring."""
         if not math.isfinite(point.get("train_loss", math.nan)):
             return {"sharpness": math.nan}
         vals, vecs = curvature.top_eigenvalues(self.op, 1, tol=TOL.get(self.op.dtype, 1e-5), max_iter=MAX_RESTARTS,
                                                seed=self.seed, v0=self.vector, return_vectors=True)
         self.vector = vecs[:, 0]
-        return {"sharpness": float(vals[0])}
+        out = {"sharpness": float(vals[0])}
+        threshold = self.threshold(step)
+        if threshold is not None:
+            out["stability_threshold"] = threshold
+        return out
 
 
 def sharpness_probe(model: nn.Module, task: TaskData, train: dict[str, Any], seed: int,
                     device: torch.device) -> Callable[[dict[str, Any]], dict[str, float]]:
     """What the loop adds to each evaluation: ``{"sharpness": λ_max}``, or nothing when not asked."""
     if not requested(train, "sharpness"):
-        return lambda point: {}
-    return SharpnessProbe(model, task, loss_kind(task, train), device, seed)
+        return lambda point, step=0: {}
+    return SharpnessProbe(model, task, loss_kind(task, train), device, seed, train)
 
 
 def norms(init: nn.Module, final: nn.Module, task: TaskData, config: dict[str, Any]) -> dict[str, Any]:

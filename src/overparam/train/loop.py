@@ -39,12 +39,12 @@ def train_model(model: torch.nn.Module, task: TaskData, train: dict[str, Any], s
     curve: list[tuple[int, dict[str, float]]] = []
     sharpness = sharpness_probe(model, task, train, seed, device)  # adds nothing unless train.diagnostics asks
 
-    def point() -> dict[str, float]:
+    def point(step: int) -> dict[str, float]:
         metrics = evaluate(model, data, task, kind)
-        return {**metrics, **sharpness(metrics)}
+        return {**metrics, **sharpness(metrics, step)}
 
     if 0 in checkpoints:
-        curve.append((0, point()))
+        curve.append((0, point(0)))
     torch.manual_seed(seed)  # dropout masks: the only draw from the global stream
     augment = getattr(task, "augment_fn", None)  # (x_batch, generator) -> x_batch; images only
     augment_gen = generator(seed, "augment") if augment is not None else None
@@ -71,7 +71,7 @@ def train_model(model: torch.nn.Module, task: TaskData, train: dict[str, Any], s
             return diverged(curve, step, f"non-finite loss at step {step}")
         opt.step()
         if step in checkpoints:
-            curve.append((step, point()))
+            curve.append((step, point(step)))
         snap.step(step, state, curve)
     metrics = dict(curve[-1][1])
     if not all(math.isfinite(v) for v in (metrics["train_loss"], metrics["test_loss"])):
