@@ -21,13 +21,16 @@ from overparam.data import load_task
 from overparam.data.base import TaskData
 from overparam.data.images import augmenter
 from overparam.errors import OverparamError
-from overparam.spec import load_spec, resolve_config
+from overparam.spec import Spec, load_spec, resolve_config
 from overparam.store import load_runs, open_store
 from overparam.sweep.checkpoints import load_checkpoint, write_atomically
-from overparam.sweep.grouping import plan_groups
+from overparam.sweep.grouping import Group, plan_groups
 from overparam.sweep.runner import run_sweep
-from overparam.sweep.snapshots import parse_every, snapshot_policy
+from overparam.sweep.snapshots import SnapshotPolicy, parse_every, snapshot_policy
+from overparam.sweep.work import execute_group
 from overparam.train.fused import train_group
+from overparam.train.fused_cnn import train_cnn_group
+from overparam.train.fused_gpt import train_gpt_group
 from overparam.train.run import train_run
 from overparam.train.snapshot import Snapshots, TrainingState
 
@@ -158,6 +161,82 @@ def test_fused_group_resumes_bit_identical(tmp_path):
     assert snap.resumed_from == 5
     for g, w in zip(got, want, strict=True):
         assert_identical(g, w)
+
+
+@pytest.mark.parametrize("family", ["cnn", "resnet18k"])
+def test_fused_conv_group_resumes_bit_identical(tmp_path, family):
+    """Two widths (buckets) and two seeds (grouped first conv), crop_flip augmentation, per-member dropout
+    and lr: parameters, BatchNorm running statistics (in the state dicts), metrics and curves."""
+    def member(width: int, seed: int, **train) -> dict:
+        cfg = {"task": {"kind": "digits"}, "model": {"family": family, "width": width}, "seed": seed,
+               "train": {"steps": 12, "batch_size": 16, "eval_every": 5, **train}}
+        return resolve_config(cfg)
+
+    configs = [member(1, 3, dropout=0.2), member(2, 4, lr=3e-3), member(1, 4, dropout=0.1, weight_decay=1e-3)]
+    task, path = image_task(n=32), tmp_path / "g.safetensors"
+    want = train_cnn_group(configs, task, CPU)
+    owners = [(str(i), c) for i, c in enumerate(configs)]
+    got, snap = interrupt_then_resume(lambda s: train_cnn_group(configs, task, CPU, snapshots=s), path, owners,
+                                      every=5)
+    assert snap.resumed_from == 5 and snap.written == 1  # step 10
+    for g, w in zip(got, want, strict=True):
+        assert_identical(g, w)
+        assert [s for s, _ in g.curve] == [0, 5, 10, 12]
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        keys = set(fh.keys())
+    assert {"rng/augment/0", "rng/augment/1", "rng/dropout/0", "rng/dropout/1"} <= keys  # slots 0, 1: width 1
+    assert "rng/dropout/2" not in keys  # the width-2 member has no dropout
+    assert any(k.startswith("state/bn/") and k.endswith("running_var") for k in keys)
+
+
+def test_fused_gpt_group_resumes_bit_identical(tmp_path):
+    """Two shapes (buckets) × two seeds, a clipped member with its own lr: parameters, metrics, curves."""
+    base = {"task": {"kind": "markov", "vocab_size": 8, "order": 1, "branching": 2, "train_size": 2000,
+                     "test_size": 400},
+            "train": {"optimizer": "adamw", "lr": 1e-2, "steps": 10, "batch_size": 4, "eval_every": 4,
+                      "warmup_steps": 2, "schedule": "cosine", "weight_decay": 0.1}}
+    configs = [resolve_config({**base, "model": {"family": "gpt", "n_layer": 1, "d_model": d, "n_head": 2,
+                                                 "context": 8}, "seed": seed,
+                               "train": {**base["train"], **train}})
+               for d, seed, train in ((8, 0, {}), (16, 1, {}), (8, 1, {"lr": 3e-3, "clip": 0.05}))]
+    task = load_task(configs[0]["task"])
+    want = train_gpt_group(configs, task, CPU)
+    owners = [(str(i), c) for i, c in enumerate(configs)]
+    got, snap = interrupt_then_resume(lambda s: train_gpt_group(configs, task, CPU, snapshots=s),
+                                      tmp_path / "g.safetensors", owners, every=4)
+    assert snap.resumed_from == 4
+    for g, w in zip(got, want, strict=True):
+        assert_identical(g, w)
+        assert [s for s, _ in g.curve] == [0, 4, 8, 10]
+
+
+@pytest.mark.parametrize("family", ["cnn", "gpt"])
+def test_a_sweeps_fused_conv_and_gpt_groups_resume_from_their_snapshot(tmp_path, family):
+    """The sweep's worker (``execute_group``) hands each engine its group's snapshot: a retry resumes."""
+    if family == "cnn":
+        spec = {"task": {"kind": "digits"}, "model": {"family": "cnn"}, "vary": {"model.width": [1, 2]},
+                "train": {"steps": 8, "batch_size": 16, "eval_every": 4, "dropout": 0.1}}
+        task, train = image_task(n=32), train_cnn_group
+    else:
+        spec = {"task": {"kind": "markov", "vocab_size": 8, "order": 1, "branching": 2, "train_size": 2000,
+                         "test_size": 400},
+                "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 8},
+                "vary": {"model.d_model": [8, 16]}, "train": {"optimizer": "adamw", "steps": 8, "batch_size": 4,
+                                                              "eval_every": 4}}
+        task, train = None, train_gpt_group
+    runs = Spec(spec).runs()
+    configs = [r.config for r in runs]
+    task = task or load_task(configs[0]["task"])
+    want = train(configs, task, CPU)
+    policy = SnapshotPolicy(str(tmp_path), every_steps=4)
+    with pytest.raises(Stop):
+        train(configs, task, CPU, snapshots=stopping(policy.for_runs(runs, CPU)))
+    outcomes = execute_group(Group(runs, fused=True), task, CPU, policy)
+    for outcome, w in zip(outcomes, want, strict=True):
+        assert outcome.result.metrics.pop("resumed_from") == 4
+        assert_identical(outcome.result, w)
 
 
 # --- snapshots that must not be used --------------------------------------------------------------

@@ -19,17 +19,17 @@ from overparam.train.snapshot import Snapshots
 
 def _train_fused(configs: list[dict], task: TaskData, device: torch.device,
                  snapshots: Snapshots | None = None) -> list[TrainResult]:
-    """A fused group; the MLP/RFF/linear engine snapshots, conv and GPT groups restart from step 0."""
+    """A fused group, trained by its family's engine; every engine resumes from ``snapshots``."""
     from overparam.train.fused.layout import CONV_FAMILIES
 
     if configs[0]["model"]["family"] in CONV_FAMILIES:
         from overparam.train.fused_cnn import train_cnn_group
 
-        return train_cnn_group(configs, task, device)
+        return train_cnn_group(configs, task, device, snapshots=snapshots)
     if configs[0]["model"]["family"] == "gpt":
         from overparam.train.fused_gpt import train_gpt_group
 
-        return train_gpt_group(configs, task, device)
+        return train_gpt_group(configs, task, device, snapshots=snapshots)
     from overparam.train.fused import train_group
 
     return train_group(configs, task, device, snapshots=snapshots)

@@ -28,6 +28,7 @@ runs the convs in bf16.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any
 
 import torch
@@ -48,6 +49,7 @@ from overparam.train.grouped_convs import FEATURES, Body, body_for
 from overparam.train.optim import lr_at
 from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
+from overparam.train.snapshot import Snapshots, TrainingState, fused_state
 
 EVAL_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}  # widest activation per evaluation chunk, all members
 WARMUP = 3  # eager steps on a side stream before a CUDA graph capture
@@ -278,11 +280,13 @@ def evaluate_members(net: FusedCNN, data: dict[str, torch.Tensor], kind: str) ->
 
 
 def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch.device, *,
-                    autocast: str | None = None, graphs: bool | None = None) -> list[TrainResult]:
+                    autocast: str | None = None, graphs: bool | None = None,
+                    snapshots: Snapshots | None = None) -> list[TrainResult]:
     """Train ``cnn`` or ``resnet18k`` runs (resolved configs sharing ``fuse_key``) as one program.
 
     Returns one ``TrainResult`` per config, in order, as ``train_model`` returns it (metrics,
     curve, state dict with the unfused model's keys), plus ``fused`` and ``group_size``.
+    ``snapshots``: the group's training snapshots (``train.snapshot``), resumed from when present.
     """
     key, name = fuse_key(configs[0]), configs[0]["model"]["family"]
     if name not in CONV_FAMILIES or any(fuse_key(c) != key for c in configs):  # the key holds the family
@@ -331,10 +335,13 @@ def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch
 
     if 0 in checkpoints:
         record(0)
-    step = 0
+    snap = snapshots or Snapshots.off()
+    state = group_state(step_fn, net, aug_gens, drop_gens)
+    start, curves = snap.resume(state, curves)  # the last snapshot's step and curves (0 and [] without one)
+    opt.step_count = net.tracked = step = start  # BatchNorm counts one batch per step
     streams = [batch_indices(n, batch, steps, s) for s in seeds]
     row_of = torch.tensor(net.seed_of, device=device)
-    for step, idxs in enumerate(zip(*streams), start=1):
+    for step, idxs in enumerate(islice(zip(*streams), start, None), start=start + 1):
         idx = torch.stack(idxs).to(device)  # (S, B)
         xs = [data["x_train"][i] for i in idx]
         if augment is not None:
@@ -350,7 +357,23 @@ def train_cnn_group(configs: list[dict[str, Any]], task: TaskData, device: torch
         net.tracked += 1
         if step in checkpoints:
             record(step)
+        snap.step(step, state, curves)
     return _results(configs, order, members, net, curves, step_fn, step)
+
+
+def group_state(step_fn: Step, net: FusedCNN, aug_gens: list[torch.Generator],
+                drop_gens: list[torch.Generator | None]) -> TrainingState:
+    """What a conv group's remaining steps depend on: ``fused_state``'s flat parameters, moments and
+    divergence bookkeeping, plus each bucket's BatchNorm running statistics (buffers outside the
+    flat leaf), the augmentation generator of each distinct seed and each member's dropout generator."""
+    state = fused_state(step_fn)
+    for b, bucket in enumerate(net.stats):
+        for name, (mean, var) in bucket.items():
+            state.tensors[f"bn/{b}/{name}/running_mean"] = mean
+            state.tensors[f"bn/{b}/{name}/running_var"] = var
+    state.generators.update({f"augment/{row}": g for row, g in enumerate(aug_gens)})
+    state.generators.update({f"dropout/{slot}": g for slot, g in enumerate(drop_gens) if g is not None})
+    return state
 
 
 def _mask(gen: torch.Generator | None, p: float, batch: int, features: int, dtype: torch.dtype) -> torch.Tensor:

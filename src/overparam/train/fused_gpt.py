@@ -28,6 +28,7 @@ masks): such runs train one at a time. On CUDA the step is captured as a CUDA gr
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ from overparam.train.fused_cnn import Step as GroupStep
 from overparam.train.optim import lr_at
 from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
+from overparam.train.snapshot import Snapshots, fused_state
 
 
 def shape_key(model: dict[str, Any]) -> tuple:
@@ -205,12 +207,16 @@ def check_group(configs: list[dict[str, Any]], task: TaskData) -> None:
 
 
 def train_gpt_group(configs: list[dict[str, Any]], task: TaskData, device: torch.device, *,
-                    autocast: str | None = None, graphs: bool | None = None) -> list[TrainResult]:
+                    autocast: str | None = None, graphs: bool | None = None,
+                    snapshots: Snapshots | None = None) -> list[TrainResult]:
     """Train ``gpt`` runs (resolved configs sharing ``fuse_key``) as one program.
 
     Returns one ``TrainResult`` per config, in order, as ``train_lm`` returns it (metrics,
     curve, state dict of the unfused model), plus ``fused`` and ``group_size``. ``autocast``
     overrides ``train.autocast`` (benchmarks); ``graphs`` (default: on CUDA) captures the step.
+    ``snapshots``: the group's training snapshots (``train.snapshot``), resumed from when present:
+    the flat parameters, moments and divergence bookkeeping are all the state (no dropout, no
+    buffers; windows are a function of (seed, step)).
     """
     check_group(configs, task)
     shape, train0, context = shape_of(task), configs[0]["train"], configs[0]["model"]["context"]
@@ -255,15 +261,19 @@ def train_gpt_group(configs: list[dict[str, Any]], task: TaskData, device: torch
 
     if 0 in checkpoints:
         record(0)
-    step = 0
+    snap = snapshots or Snapshots.off()
+    state = fused_state(step_fn)
+    start, curves = snap.resume(state, curves)  # the last snapshot's step and curves (0 and [] without one)
+    opt.step_count = step = start
     streams = [lm.window_offsets(len(tokens_train), context, batch, steps, s) for s in seeds]
-    for step, offsets in enumerate(zip(*streams), start=1):
+    for step, offsets in enumerate(islice(zip(*streams), start, None), start=start + 1):
         x, y = lm.windows(tokens_train, torch.cat(offsets), context)  # (S·B, T) each
         lrs = [lr_at(step - 1, t) for t in trains]
         ctl = torch.tensor([*lrs, step, 1 - BETAS[0] ** step, (1 - BETAS[1] ** step) ** 0.5], dtype=torch.float64)
         runner(x.view(len(seeds), batch, context), y.view(len(seeds), batch, context), ctl.to(device))
         if step in checkpoints:
             record(step)
+        snap.step(step, state, curves)
     return _results(configs, order, members, net, curves, step_fn, step, task)
 
 
