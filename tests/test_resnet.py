@@ -4,13 +4,13 @@ Everything runs on tiny generated data (8×8 images) or the bundled digits; noth
 ``../shared/data``.
 """
 
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from exactness import assert_same_run
 from torch import nn
 
 from overparam.cli import main
@@ -179,17 +179,7 @@ def test_fused_matches_sequential_in_float64(preact):
     fused = train_cnn_group(configs, task, cpu)
     for cfg, got in zip(configs, fused):
         want = train_run(cfg, task, cpu)
-        assert got.status == want.status == "done"
-        assert got.metrics["fused"] and got.metrics["group_size"] == 4
-        assert list(got.state) == list(want.state)
-        for key, value in want.state.items():
-            assert got.state[key].shape == value.shape and got.state[key].dtype == value.dtype
-            assert torch.allclose(got.state[key], value, rtol=0, atol=1e-8), key
-        assert [s for s, _ in got.curve] == [s for s, _ in want.curve] == [0, 2, 4]
-        for (_, g), (_, w) in zip(got.curve, want.curve):
-            assert set(g) == set(w)
-            assert all(math.isclose(g[k], w[k], abs_tol=1e-9) for k in w)
-        assert got.metrics["param_norm"] == pytest.approx(want.metrics["param_norm"], abs=1e-9)
+        assert_same_run(got, want, group_size=4, steps=[0, 2, 4])
 
 
 def test_fused_pieces_start_aligned_and_padding_gets_no_gradient():
