@@ -1,4 +1,4 @@
-"""One comparison for the fused-vs-sequential exactness tests of the conv families."""
+"""Shared comparisons for the exactness tests: one fused member vs its run alone, a sweep fused vs unfused."""
 
 from __future__ import annotations
 
@@ -25,3 +25,23 @@ def assert_same_run(got: TrainResult, want: TrainResult, group_size: int, steps:
         assert set(g) == set(w)
         assert all(math.isclose(g[k], w[k], abs_tol=1e-9) for k in w)
     assert got.metrics["param_norm"] == pytest.approx(want.metrics["param_norm"], abs=1e-9)
+
+
+def assert_sweep_same_fused_and_unfused(spec: dict, out, n_runs: int, metric: str) -> None:
+    """Through the executor and the store: ``--fuse on`` and ``off`` store the same runs (``metric``
+    within 1e-10), the fused ones marked ``fused``, each with its checkpoint."""
+    from overparam.store import Store
+    from overparam.sweep.runner import run_sweep
+
+    stored = {}
+    for fuse in ("on", "off"):
+        summary = run_sweep(spec, out / fuse, fuse=fuse, device="cpu", progress=False)
+        assert summary.trained == n_runs and not summary.failed
+        with Store.open(out / fuse) as store:
+            stored[fuse] = {r["id"]: r for r in store.runs()}
+    assert stored["on"].keys() == stored["off"].keys()
+    for rid, row in stored["on"].items():
+        assert row["status"] == stored["off"][rid]["status"] == "done"
+        assert row["metrics"]["fused"] is True and "fused" not in stored["off"][rid]["metrics"]
+        assert abs(row["metrics"][metric] - stored["off"][rid]["metrics"][metric]) < 1e-10
+        assert (out / "on" / "checkpoints" / f"{rid}.safetensors").is_file()

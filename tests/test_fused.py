@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from exactness import assert_sweep_same_fused_and_unfused
 
 from overparam.data import load_task
 from overparam.models import mlp
@@ -144,23 +145,9 @@ def test_plan_groups_keys_modes_and_memory_bound(monkeypatch):
 
 
 def test_sweep_fused_and_unfused_store_the_same_results(tmp_path):
-    from overparam.store import Store
-    from overparam.sweep.runner import run_sweep
-
     spec = {"name": "f", "task": DIGITS, "model": {"family": "mlp"},
             "vary": {"model.width": [3, 12, 30], "seed": [0, 1]}, "train": {"optimizer": "adam", **F64, "steps": 30}}
-    stored = {}
-    for fuse in ("on", "off"):
-        summary = run_sweep(spec, tmp_path / fuse, fuse=fuse, device="cpu", progress=False)
-        assert summary.trained == 6 and not summary.failed
-        with Store.open(tmp_path / fuse) as store:
-            stored[fuse] = {r["id"]: r for r in store.runs()}
-    assert stored["on"].keys() == stored["off"].keys()
-    for rid, row in stored["on"].items():
-        assert row["status"] == stored["off"][rid]["status"] == "done"
-        assert row["metrics"]["fused"] is True and "fused" not in stored["off"][rid]["metrics"]
-        assert abs(row["metrics"]["train_loss"] - stored["off"][rid]["metrics"]["train_loss"]) < 1e-10
-        assert (tmp_path / "on" / "checkpoints" / f"{rid}.safetensors").is_file()
+    assert_sweep_same_fused_and_unfused(spec, tmp_path, n_runs=6, metric="train_loss")
 
 
 def test_jagged_grouped_matmul_path_matches_and_is_probed(monkeypatch):

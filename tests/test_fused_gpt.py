@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from exactness import assert_sweep_same_fused_and_unfused
 
 from overparam.data import load_task
 from overparam.spec import Spec
@@ -132,20 +133,6 @@ def grouping_flops(config, shape) -> float:
 
 def test_sweep_stores_the_same_gpt_results_fused_and_unfused(tmp_path):
     """Through the executor and the store: ``--fuse on`` and ``off`` write the same runs and checkpoints."""
-    from overparam.store import Store
-    from overparam.sweep.runner import run_sweep
-
     spec = {"name": "g", "task": MARKOV, "model": TINY, "vary": {"model.d_model": [8, 16], "seed": [0, 1]},
             "train": {**F64, "steps": 8, "eval_every": 4}}
-    stored = {}
-    for fuse in ("on", "off"):
-        summary = run_sweep(spec, tmp_path / fuse, fuse=fuse, device="cpu", progress=False)
-        assert summary.trained == 4 and not summary.failed
-        with Store.open(tmp_path / fuse) as store:
-            stored[fuse] = {r["id"]: r for r in store.runs()}
-    assert stored["on"].keys() == stored["off"].keys()
-    for rid, row in stored["on"].items():
-        assert row["status"] == stored["off"][rid]["status"] == "done"
-        assert row["metrics"]["fused"] is True and "fused" not in stored["off"][rid]["metrics"]
-        assert abs(row["metrics"]["test_loss"] - stored["off"][rid]["metrics"]["test_loss"]) < 1e-10
-        assert (tmp_path / "on" / "checkpoints" / f"{rid}.safetensors").is_file()
+    assert_sweep_same_fused_and_unfused(spec, tmp_path, n_runs=4, metric="test_loss")
