@@ -72,12 +72,7 @@ def norms_figure(doc: dict[str, Any], title: str) -> bytes:
         tag = f" ({_fixed_text(group['fixed'])})" if group["fixed"] else ""
         _series(ax, xs, [s.get("param_norm") for s in group["sizes"]], color, f"‖θ‖{tag}")
         _series(ax, xs, [s.get("distance_from_init") for s in group["sizes"]], color, f"‖θ − θ₀‖{tag}", "--s")
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("norm (median over seeds, band = range)")
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3, which="both", lw=0.5)
-    ax.legend(fontsize=7, loc="best")
+    _log_axes(ax, xlabel, "norm (median over seeds, band = range)", title)
     if min_norm:
         ax = axes[0][1]
         for color, group in zip(_colors(len(groups)), groups):
@@ -85,13 +80,20 @@ def norms_figure(doc: dict[str, Any], title: str) -> bytes:
             stats = [s.get("distance_to_min_norm") for s in group["sizes"]]
             floor = [None if s is None else {k: max(v, 1e-300) for k, v in s.items()} for s in stats]
             _series(ax, xs, floor, color, _fixed_text(group["fixed"]) or "‖w − w*‖")
-        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("distance to the min-norm solution ‖w − w*‖")
-        ax.grid(alpha=0.3, which="both", lw=0.5)
-        ax.legend(fontsize=7, loc="best")
+        _log_axes(ax, xlabel, "distance to the min-norm solution ‖w − w*‖")
     return plots.to_png(fig)
+
+
+def _log_axes(ax, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    """The against-size panels' common frame: log x, labels, grid, legend."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, which="both", lw=0.5)
+    ax.legend(fontsize=7, loc="best")
 
 
 def sharpness_size_figure(doc: dict[str, Any], title: str) -> bytes:
@@ -107,12 +109,7 @@ def sharpness_size_figure(doc: dict[str, Any], title: str) -> bytes:
         thr = [s["stability_threshold"]["median"] for s in group["sizes"] if s.get("stability_threshold")]
         if thr:
             ax.axhline(float(np.median(thr)), color=color, ls=":", lw=1.2, label=f"2/lr = {fmt_num(np.median(thr))}")
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("final sharpness λ_max of the train loss")
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3, which="both", lw=0.5)
-    ax.legend(fontsize=7, loc="best")
+    _log_axes(ax, xlabel, "final sharpness λ_max of the train loss", title)
     return plots.to_png(fig)
 
 
