@@ -1,12 +1,19 @@
 """Fused vs per-model training time on the same sweep, in the same process.
 
     python benchmarks/sweep_speed.py [--quick] [--configs sweep64,seeds256,gpt8] [--device cpu]
+                                     [--kernels auto,buckets,tiles]
 
 For each config: the per-model loop (what ``--fuse off`` runs: ``train_run`` one run after
 another), the fused engine (``--fuse on``'s groups), their ratio, and model-FLOP utilization
 (the runs' training FLOPs, as the families count them, per second, over the fp32 matmul peak
 measured in this process; on a GPU also bf16 autocast against the bf16 peak). ``auto`` says
 what ``--fuse auto`` would choose. The last line holds the ratios alone.
+
+``--kernels`` times the fused engine once per network kind for one-hidden-layer MLP groups
+(``auto``, ``buckets``: one batched matmul per padded-width bucket, ``tiles``: members side by
+side, a fixed handful of kernels per step; ``train.fused.engine._network``), and counts the
+torch operators one fused step dispatches (``ops/step``, from the profiler, views excluded):
+on a GPU each is a kernel launch, which is what bounds a fused step of small members there.
 
 Configs (digits: 64 inputs, 10 classes, 1000 training examples; batch 128; Adam):
   sweep64   64 one-hidden-layer MLPs, widths geometric 8…4096, 200 steps
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from typing import Any
 
 import torch
@@ -57,14 +65,37 @@ def config_spec(name: str, steps: int) -> dict[str, Any]:
     raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, small64, gpt8)")
 
 
-def train_fused(configs, task, device, autocast: str | None = None):
+def train_fused(configs, task, device, autocast: str | None = None, kernel: str = "auto"):
     """The fused engine of the group's family (as ``sweep.work`` dispatches, without its fallback)."""
     family = configs[0]["model"]["family"]
     if family == "gpt":
         return train_gpt_group(configs, task, device, autocast=autocast)
     if family in CONV_FAMILIES:
         return train_cnn_group(configs, task, device, autocast=autocast)
-    return train_group(configs, task, device, autocast=autocast)
+    return train_group(configs, task, device, autocast=autocast, kernel=kernel)
+
+
+METADATA_OPS = {"aten::view", "aten::as_strided", "aten::t", "aten::transpose", "aten::expand", "aten::empty",
+                "aten::empty_strided", "aten::unsqueeze", "aten::squeeze", "aten::alias", "aten::split",
+                "aten::narrow", "aten::slice", "aten::select", "aten::reshape", "aten::_unsafe_view",
+                "aten::permute", "aten::detach", "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg",
+                "aten::result_type", "aten::_reshape_alias", "aten::item", "aten::_local_scalar_dense"}
+
+
+def ops_per_step(configs, task, device, kernel: str, steps: int = 10) -> float:
+    """Leaf torch operators per fused step, views excluded: the difference of two runs that differ
+    only in length (``steps`` and 2·``steps``, evaluated at the same points), over ``steps``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    counts = []
+    for n in (steps, 2 * steps):
+        short = [{**c, "train": {**c["train"], "steps": n, "eval_every": 0, "eval_log_points": 0}} for c in configs]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_fused(short, task, device, kernel=kernel)
+        events = prof.events()
+        parents = {id(e.cpu_parent) for e in events if e.cpu_parent is not None}
+        counts.append(sum(1 for e in events if id(e) not in parents and e.name not in METADATA_OPS))
+    return (counts[1] - counts[0]) / steps
 
 
 def sync(device: torch.device) -> None:
@@ -96,15 +127,22 @@ def time_loop(runs, task, device) -> float:
     return time.perf_counter() - start
 
 
-def time_fused(groups, task, device, autocast: str | None = None) -> float:
-    start = time.perf_counter()
-    for group in groups:
-        if group.fused:
-            train_fused([r.config for r in group.runs], task, device, autocast=autocast)
-        else:
-            train_run(group.runs[0].config, task, device)
-    sync(device)
-    return time.perf_counter() - start
+def time_fused(groups, task, device, autocast: str | None = None, kernel: str = "auto") -> float:
+    """Seconds for every group; the engine's warnings (a refused grouped-matmul probe says why)
+    are printed to stdout, once each, so that a run's log keeps them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        for group in groups:
+            if group.fused:
+                train_fused([r.config for r in group.runs], task, device, autocast=autocast, kernel=kernel)
+            else:
+                train_run(group.runs[0].config, task, device)
+        sync(device)
+        elapsed = time.perf_counter() - start
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"  warning ({kernel}{', ' + autocast if autocast else ''}): {message}")
+    return elapsed
 
 
 def warm_up(device: torch.device) -> None:
@@ -131,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeat", type=int, default=1, help="alternate loop and fused N times, keep the best")
+    parser.add_argument("--kernels", default="auto",
+                        help="fused networks to time for one-hidden-layer MLPs: auto, buckets, tiles (comma-separated)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"fp32 matmul peak {peak32 / 1e9:.1f} GFLOP/s"
           + (f", bf16 {peak16 / 1e12:.1f} TFLOP/s" if peak16 else "") + f"; {steps} steps")
-    header = f"{'config':<10} {'runs':>5} {'groups':>7} {'auto':>9} {'loop s':>8} {'fused s':>8} " \
-             f"{'ratio':>6} {'MFU loop':>9} {'MFU fused':>10}"
+    kernels = args.kernels.split(",")
+    header = f"{'config':<16} {'runs':>5} {'groups':>7} {'auto':>9} {'loop s':>8} {'fused s':>8} " \
+             f"{'ratio':>6} {'MFU loop':>9} {'MFU fused':>10} {'ops/step':>9}"
     print(header)
     print("-" * len(header))
     ratios = []
@@ -155,19 +196,26 @@ def main(argv: list[str] | None = None) -> None:
         groups = plan_groups(runs, "on", device, tasks=lambda _key, t=task: t)
         auto = plan_groups(runs, "auto", device, tasks=lambda _key, t=task: t)
         fused_auto = sum(len(g.runs) for g in auto if g.fused)
-        loop_s = fused_s = float("inf")
+        mlp1 = runs[0].config["model"]["family"] == "mlp" and runs[0].config["model"].get("depth") == 1
+        names = kernels if mlp1 else ["auto"]
+        loop_s, fused_s = float("inf"), dict.fromkeys(names, float("inf"))
         for _ in range(args.repeat):
             loop_s = min(loop_s, time_loop(runs, task, device))
-            fused_s = min(fused_s, time_fused(groups, task, device))
-        ratio = loop_s / fused_s
-        ratios.append(f"{name}={ratio:.2f}x")
-        print(f"{name:<10} {len(runs):>5} {sum(g.fused for g in groups):>7} {f'{fused_auto}/{len(runs)}':>9} "
-              f"{loop_s:>8.2f} {fused_s:>8.2f} {ratio:>5.2f}x {flops / loop_s / peak32:>8.1%} "
-              f"{flops / fused_s / peak32:>9.1%}")
+            for kernel in names:
+                fused_s[kernel] = min(fused_s[kernel], time_fused(groups, task, device, kernel=kernel))
+        for kernel in names:
+            ratio = loop_s / fused_s[kernel]
+            label = name if kernel == "auto" else f"{name}/{kernel}"
+            ratios.append(f"{label}={ratio:.2f}x")
+            biggest = max((g for g in groups if g.fused), key=lambda g: len(g.runs))
+            ops = ops_per_step([r.config for r in biggest.runs], task, device, kernel) if mlp1 else float("nan")
+            print(f"{label:<16} {len(runs):>5} {sum(g.fused for g in groups):>7} {f'{fused_auto}/{len(runs)}':>9} "
+                  f"{loop_s:>8.2f} {fused_s[kernel]:>8.2f} {ratio:>5.2f}x {flops / loop_s / peak32:>8.1%} "
+                  f"{flops / fused_s[kernel] / peak32:>9.1%} {ops:>9.0f}")
         if peak16:
             bf16_s = time_fused(groups, task, device, autocast="bf16")
             ratios.append(f"{name}-bf16={loop_s / bf16_s:.2f}x")
-            print(f"{name + '-bf16':<10} {'':>5} {'':>7} {'':>9} {'':>8} {bf16_s:>8.2f} "
+            print(f"{name + '-bf16':<16} {'':>5} {'':>7} {'':>9} {'':>8} {bf16_s:>8.2f} "
                   f"{loop_s / bf16_s:>5.2f}x {'':>9} {flops / bf16_s / peak16:>9.1%} (of bf16 peak)")
     print("ratios: " + " ".join(ratios))
 

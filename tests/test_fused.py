@@ -165,6 +165,93 @@ def test_jagged_grouped_matmul_path_matches_and_is_probed(monkeypatch):
     assert fused(runs[:2])[0].status == "done"  # auto never takes the jagged path on CPU
 
 
+def test_tiled_path_matches_sequential_and_keeps_members_apart():
+    """Members side by side (train/fused/tiled.py): per-member batches, shared batches with dropout,
+    clipping and label draws, all equal to one-at-a-time training; a diverged member's NaNs stay its own."""
+    runs = runs_of(DIGITS, {"family": "mlp"}, {"model.width": [3, 20, 45, 130], "seed": [0, 1]},
+                   {"optimizer": "adam", "lr": 3e-3, **F64, "steps": 30})
+    seq, fus = sequential(runs), fused(runs, kernel="tiles")
+    assert max(max_diff(a, b) for a, b in zip(seq, fus)) < 1e-10
+    runs = runs_of(DIGITS, {"family": "mlp"},
+                   {"model.width": [5, 40, 300], "train.dropout": [0.0, 0.3], "task.noise_seed": [1, 2]},
+                   {"optimizer": "adam", "lr": 3e-3, "clip": 0.5, **F64, "steps": 30})
+    seq, fus = sequential(runs), fused(runs, kernel="tiles")
+    assert max(max_diff(a, b) for a, b in zip(seq, fus)) < 1e-10
+    train = {"optimizer": "sgd", "lr": 0.02, "loss": "mse", **F64, "steps": 60, "eval_every": 10}
+    calm = runs_of(DIGITS, {"family": "mlp"}, {"model.width": [4, 9, 20, 33, 64, 100]}, train)
+    wild = runs_of(DIGITS, {"family": "mlp", "width": 20}, {"train.lr": [1e3]}, train)
+    with_wild, without = fused(calm + wild, kernel="tiles"), fused(calm, kernel="tiles")
+    assert with_wild[-1].status == "diverged"
+    assert with_wild[-1].metrics["diverged_at"] == sequential(wild)[0].metrics["diverged_at"] < 60
+    for a, b in zip(with_wild, without):
+        assert a.status == b.status == "done" and a.curve == b.curve
+        assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
+    with pytest.raises(ValueError, match="one-hidden-layer"):
+        fused(runs_of(DIGITS, {"family": "mlp", "depth": 2}, {"model.width": [4, 9]}, train), kernel="tiles")
+
+
+def test_grouped_products_pad_unaligned_sums():
+    """The native grouped matmul wants 16-byte rows; a 10-class head's gradient has 20-byte rows, so
+    the summed dimension is zero-padded to a multiple of 8, which changes no product (all three forms)."""
+    from overparam.train.fused import jagged
+
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    offs = torch.tensor([8, 24, 48], dtype=torch.int32)
+    segs = [(0, 8), (8, 24), (24, 48)]
+    a, b = rand(3, 20, 10), rand(10, 48)
+    assert torch.allclose(jagged.grouped(a, b, offs), torch.cat([a[g] @ b[:, s:e] for g, (s, e) in enumerate(segs)], 1))
+    h, g3 = rand(48, 13), rand(3, 13, 10)
+    assert torch.allclose(jagged.grouped(h, g3, offs), torch.cat([h[s:e] @ g3[g] for g, (s, e) in enumerate(segs)]))
+    padded_a, padded_b = jagged._pad_contraction(a, b)
+    assert padded_a.shape == (3, 20, 16) and padded_b.shape == (16, 48) and not padded_a[..., 10:].any()
+
+
+@pytest.mark.parametrize("kernel,one_layer,dropout,device,buckets,autocast,grouped,want", [
+    ("auto", True, False, "cpu", 30, False, False, "buckets"),  # CPU: the widest GEMMs bound the step
+    ("auto", True, False, "cuda", 30, False, False, "tiles"),  # CUDA: a few kernels instead of 30 buckets'
+    ("auto", True, False, "cuda", 1, False, False, "buckets"),  # equal widths: one bucket already
+    ("auto", False, False, "cuda", 30, False, False, "buckets"),  # deep: hidden-to-hidden stays bucketed
+    ("auto", True, False, "cuda", 30, True, True, "jagged"),  # bf16 and a grouped matmul
+    ("auto", True, True, "cuda", 30, True, True, "tiles"),  # dropout: jagged cannot, tiles can
+    ("tiles", True, True, "cpu", 1, False, False, "tiles"),
+    ("buckets", True, False, "cuda", 30, True, True, "buckets"),
+])
+def test_kernel_choice(kernel, one_layer, dropout, device, buckets, autocast, grouped, want):
+    from overparam.train.fused.engine import choose_kernel
+
+    assert choose_kernel(kernel, one_layer, dropout, device, buckets, autocast, grouped) == want
+
+
+def test_kernel_choice_refuses_what_it_cannot_run():
+    from overparam.train.fused.engine import choose_kernel
+
+    with pytest.raises(ValueError, match="expected one of"):
+        choose_kernel("fast", True, False, "cpu", 1, False, False)
+    with pytest.raises(ValueError, match="one-hidden-layer"):
+        choose_kernel("tiles", False, False, "cpu", 1, False, False)
+    with pytest.raises(ValueError, match="dropout"):
+        choose_kernel("jagged", True, True, "cuda", 30, True, True)
+
+
+def test_cuda_cost_model_counts_a_tiled_group_as_one_bucket():
+    """Widths 8…4096 make ~30 buckets; on CUDA they train side by side, so the fused step's
+    predicted overhead is one bucket's and its FLOPs are the widths rounded up to 8."""
+    runs = runs_of({"kind": "digits", "train_size": 1000}, {"family": "mlp"},
+                   {"model.width": {"geometric": [8, 4096], "count": 64}}, {"optimizer": "adam", "batch_size": 128})
+    task = load_task(runs[0].config["task"])
+    c = grouping.COST["cuda"]
+    loop, fused_cost = grouping.step_costs(runs, task, torch.device("cuda"))
+    assert loop == pytest.approx(len(runs) * c["LOOP_STEP"] + sum(
+        128 * mlp.flops_per_example(r.config["model"], shape_of(task)) for r in runs) / c["LOOP_RATE"])
+    overhead = c["GROUP_STEP"] + c["BUCKET_STEP"] + len(runs) * c["MEMBER_STEP"]
+    assert overhead < fused_cost < overhead + 2 * (loop - len(runs) * c["LOOP_STEP"]) * c["LOOP_RATE"] / c["FUSED_RATE"]
+    assert len(plan_layout([r.config for r in runs], shape_of(task), "cuda").buckets) > 20
+
+
 @pytest.mark.parametrize("n,batch,steps", [(1000, 128, 50), (100, 7, 40), (50, 49, 9), (64, 64, 3)])
 def test_group_batches_are_each_members_batch_order(n, batch, steps):
     """The epoch-at-once draw yields, row for row, what ``batch_indices`` gives each member alone."""

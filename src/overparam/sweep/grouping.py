@@ -158,7 +158,9 @@ def _chunks(members: list[Run], task: TaskData, device: torch.device) -> list[li
 def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[float, float]:
     """(loop, fused) predicted seconds per optimizer step of ``runs`` (see the module doc)."""
     from overparam.models import family_module
-    from overparam.train.fused.layout import padded_width, plan_layout
+    from overparam.train.fused.engine import TILED_MIN_BUCKETS
+    from overparam.train.fused.layout import own_width, padded_width, plan_layout
+    from overparam.train.fused.tiled import TILE
     from overparam.train.run import shape_of
 
     c = COST.get(device.type, COST["cuda"])
@@ -176,7 +178,14 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
 
     loop = sum(c["LOOP_STEP"] + flops(cfg) / c["LOOP_RATE"] for cfg in configs)
     buckets = len(plan_layout(configs, shape, device.type).buckets)
-    padded = sum(flops(cfg, padded_width(cfg, shape, device.type)) for cfg in configs)
+    model = configs[0]["model"]
+    tiles = device.type == "cuda" and model["family"] == "mlp" and model["depth"] == 1 \
+        and buckets > TILED_MIN_BUCKETS  # members side by side: one bucket's kernels (train/fused/tiled.py)
+    if tiles:
+        buckets = 1
+        padded = sum(flops(cfg, -(-own_width(cfg, shape) // TILE) * TILE) for cfg in configs)
+    else:
+        padded = sum(flops(cfg, padded_width(cfg, shape, device.type)) for cfg in configs)
     fused = c["GROUP_STEP"] + buckets * c["BUCKET_STEP"] + len(configs) * c["MEMBER_STEP"] + padded / c["FUSED_RATE"]
     return loop, fused
 

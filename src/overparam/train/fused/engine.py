@@ -35,6 +35,9 @@ from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
 from overparam.train.snapshot import Snapshots, fused_state
 
+KERNELS = ("auto", "buckets", "tiles", "jagged")  # train_group(kernel=...): see ``_network``
+TILED_MIN_BUCKETS = 2  # auto on CUDA: more buckets than this and one-hidden-layer groups go side by side
+
 
 def check_group(configs: list[dict[str, Any]]) -> None:
     """Refuse a group whose members cannot share one program (a planning bug if it happens)."""
@@ -133,25 +136,48 @@ class Step:
         return lr
 
 
+def choose_kernel(kernel: str, one_layer: bool, dropout: bool, device_type: str, buckets: int,
+                  autocast: bool, grouped_mm: bool) -> str:
+    """The network a group trains on: ``buckets``, ``tiles`` or ``jagged`` (see ``_network``)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel in ("tiles", "jagged") and not one_layer:
+        raise ValueError(f"kernel {kernel}: only one-hidden-layer MLPs")
+    if kernel == "jagged" and dropout:
+        raise ValueError("kernel jagged: only groups without dropout")
+    if kernel != "auto":
+        return kernel
+    if not one_layer or device_type != "cuda":
+        return "buckets"
+    if autocast and grouped_mm and not dropout:
+        return "jagged"
+    return "tiles" if buckets > TILED_MIN_BUCKETS else "buckets"
+
+
 def _network(slots: list[dict[str, Any]], members: list[torch.nn.Module], layout, data: GroupData,
              dtype: torch.dtype, device: torch.device, autocast: torch.dtype | None, kernel: str) -> FusedNet:
-    """Buckets, or for a one-hidden-layer MLP group the jagged grouped-matmul network.
+    """Buckets, or for a one-hidden-layer MLP group members side by side (``tiles``, ``jagged``).
 
-    ``auto`` takes the jagged path on CUDA under bf16 autocast where torch has a grouped matmul,
-    after ``jagged.probe`` agreed with the bucketed network on this group's data; ``jagged``
-    forces it (on CPU through a loop of matmuls: for tests), ``buckets`` never takes it.
+    ``auto`` on CUDA: the jagged grouped-matmul network under bf16 autocast where torch has a
+    grouped matmul and ``jagged.probe`` agrees with the bucketed network on this group's data,
+    else tiles when the group spans more than ``TILED_MIN_BUCKETS`` buckets (a step of a few
+    kernels instead of a dozen per bucket). On CPU ``auto`` keeps buckets: there the widest
+    members' matmuls bound the step, and the per-bucket GEMMs beat tiles of 8 units
+    (benchmarks/sweep_speed.py --kernels). ``tiles``, ``jagged`` force a path (on CPU jagged
+    runs through a loop of matmuls: for tests); ``buckets`` never leaves the buckets.
     """
     from overparam.train.fused import jagged
+    from overparam.train.fused.tiled import TiledMLP
 
     model, shape_in, shape_out = slots[0]["model"], data.x_train.shape[1], net_outputs(data)
+    one_layer = model["family"] == "mlp" and model["depth"] == 1
+    dropout = any(c["train"]["dropout"] > 0 for c in slots)
+    choice = choose_kernel(kernel, one_layer, dropout, device.type, len(layout.buckets), autocast is not None,
+                           jagged.native_available(device))
+    if choice == "tiles":
+        return TiledMLP(members, layout, shape_in, shape_out, dtype, device)
     bucketed = build_net(model["family"], members, layout, model, shape_in, shape_out, dtype, device)
-    eligible = model["family"] == "mlp" and model["depth"] == 1 and all(c["train"]["dropout"] == 0 for c in slots)
-    if kernel not in ("auto", "buckets", "jagged"):
-        raise ValueError(f"kernel: expected auto, buckets or jagged, got {kernel!r}")
-    wanted = kernel == "jagged" or (kernel == "auto" and autocast is not None and jagged.native_available(device))
-    if not (eligible and wanted):
-        if kernel == "jagged":
-            raise ValueError("kernel jagged: only one-hidden-layer MLPs without dropout")
+    if choice == "buckets":
         return bucketed
     net = jagged.JaggedMLP(members, layout, shape_in, shape_out, dtype, device)
     x = data.x_train[:256]  # (B, d)
@@ -162,8 +188,9 @@ def _network(slots: list[dict[str, Any]], members: list[torch.nn.Module], layout
         return net
     if kernel == "jagged":
         raise ValueError(f"kernel jagged: disagrees with the bucketed network ({why})")
-    warnings.warn(f"fused group: grouped matmul unusable here ({why}); using buckets", stacklevel=3)
-    return bucketed
+    fallback = "tiles" if len(layout.buckets) > TILED_MIN_BUCKETS else "buckets"
+    warnings.warn(f"fused group: grouped matmul unusable here ({why}); using {fallback}", stacklevel=3)
+    return TiledMLP(members, layout, shape_in, shape_out, dtype, device) if fallback == "tiles" else bucketed
 
 
 def net_outputs(data: GroupData) -> int:

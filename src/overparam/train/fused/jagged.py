@@ -44,8 +44,21 @@ def _reference(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Te
     return torch.cat([a[s:e] @ b[g] for g, (s, e) in enumerate(segs)], dim=0)  # m
 
 
+def _pad_contraction(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad the summed dimension to a multiple of ``CUDA_ALIGN``: the native kernel wants every
+    row stride a multiple of 16 bytes, and a 10-class head's gradient (G, B, 10) has 20-byte rows.
+    Zeros add nothing to the sums, so both paths pad (the CPU tests run this code too)."""
+    n = a.shape[-1]
+    pad = -n % CUDA_ALIGN
+    if pad == 0:
+        return a, b
+    return torch.nn.functional.pad(a, (0, pad)), torch.nn.functional.pad(b, (0, 0, 0, pad))  # b: its dim -2
+
+
 def grouped(a: torch.Tensor, b: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     """One grouped product (forms n, k, m above); bf16 on the native kernel."""
+    if not (a.dim() == 2 and b.dim() == 2):  # form k sums over the segments, aligned by the layout
+        a, b = _pad_contraction(a, b)
     if a.is_cuda and native_available(a.device):
         a16 = a.to(torch.bfloat16).contiguous()  # row-major
         b16 = b.to(torch.bfloat16).transpose(-2, -1).contiguous().transpose(-2, -1)  # column-major
