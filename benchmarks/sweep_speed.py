@@ -21,6 +21,9 @@ Configs (digits: 64 inputs, 10 classes, 1000 training examples; batch 128; Adam)
   gpt8      8 GPTs on the embedded text (bytes), d_model 64…256 (≈ geometric, multiples of 4),
             2 layers, 4 heads, context 64, 16 windows per step, AdamW, 200 steps (distinct shapes:
             one bucket each, so on a CPU only the optimizer and the step's overhead are shared)
+  heavy8    8 MLPs of depth 2 and width 4096 on a 256-input teacher (8,192 examples, 10 outputs,
+            MSE), batch 1024, evaluated once: the compute-heavy variant (≈ 0.9 TFLOP per step),
+            meant for a GPU, where its MFU is read against the bf16 peak
 Timings on a shared machine are noisy: ``--repeat`` keeps the best of several alternating runs.
 """
 
@@ -43,6 +46,7 @@ from overparam.train.fused_gpt import train_gpt_group
 from overparam.train.run import resolve_device, run_size, train_run
 
 TASK = {"kind": "digits", "train_size": 1000}
+HEAVY_TASK = {"kind": "teacher", "dim": 256, "outputs": 10, "train_size": 8192, "test_size": 1024}
 GPT_WIDTHS = [64, 80, 96, 116, 140, 172, 212, 256]  # 64·4^(i/7) rounded to multiples of n_head = 4
 
 
@@ -62,7 +66,11 @@ def config_spec(name: str, steps: int) -> dict[str, Any]:
                 "model": {"family": "gpt", "n_layer": 2, "n_head": 4, "context": 64},
                 "vary": {"model.d_model": GPT_WIDTHS},
                 "train": {"optimizer": "adamw", "lr": 3e-3, "steps": steps, "batch_size": 16, "warmup_steps": 10}}
-    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, small64, gpt8)")
+    if name == "heavy8":  # the issue's compute-heavy variant (batch 1024): for the bf16-peak target on a GPU
+        return {"name": name, "task": HEAVY_TASK, "model": {"family": "mlp", "depth": 2, "width": 4096},
+                "vary": {"seed": list(range(8))},
+                "train": {**train, "batch_size": 1024, "eval_every": 0, "eval_log_points": 0}}
+    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, small64, gpt8, heavy8)")
 
 
 def train_fused(configs, task, device, autocast: str | None = None, kernel: str = "auto"):
