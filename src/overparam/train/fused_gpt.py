@@ -22,7 +22,7 @@ A member whose loss (or, when it clips, gradient norm) is not finite is frozen a
 reported ``diverged``; nothing crosses between members, so the others train to the same bits
 with or without it. Dropout is not fused (``F.scaled_dot_product_attention`` draws its own
 masks): such runs train one at a time. On CUDA the step is captured as a CUDA graph
-(``fused_cnn.GraphedStep``); ``train.autocast: bf16`` runs it under bf16 autocast.
+(``fused.buffered.GraphedStep``); ``train.autocast: bf16`` runs it under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from overparam.data.base import TaskData
 from overparam.models import gpt
 from overparam.train import lm, precision
 from overparam.train.batches import eval_steps
+from overparam.train.fused.buffered import GraphedStep
+from overparam.train.fused.buffered import Step as GroupStep
 from overparam.train.fused.layout import GPT_SHAPE_KEYS, fusable, fuse_key
 from overparam.train.fused.optim import BETAS, FusedOptimizer
-from overparam.train.fused_cnn import GraphedStep
-from overparam.train.fused_cnn import Step as GroupStep
 from overparam.train.optim import lr_at
 from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
@@ -189,7 +189,7 @@ def _layer_norm(x: torch.Tensor, p: dict[str, torch.Tensor], name: str, eps: flo
 
 
 class Step(GroupStep):
-    """``fused_cnn.Step`` (clip, detect, freeze, update) around the GPT members' losses."""
+    """``fused.buffered.Step`` (clip, detect, freeze, update) around the GPT members' losses."""
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, masks=None) -> torch.Tensor:
         return self.net.forward_backward(x, y, self.autocast)

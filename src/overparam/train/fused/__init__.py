@@ -5,6 +5,7 @@
 - ``optim``: SGD/Adam/AdamW elementwise over that leaf, per-member lr, weight decay, clipping;
 - ``data``, ``evaluate``: the group's resident data, labels per member, metrics per member;
 - ``engine``: ``train_group``, the loop; ``cuda``: the step captured as a CUDA graph;
+- ``buffered``: the step (and its CUDA graph) of the conv and GPT engines, fed batch tensors;
 - ``tiled``: one-hidden-layer MLPs side by side, a fixed handful of kernels per step (CUDA's choice);
 - ``jagged``: the same layout through torch's grouped matmul (CUDA, bf16).
 
