@@ -91,8 +91,9 @@ METADATA_OPS = {"aten::view", "aten::as_strided", "aten::t", "aten::transpose", 
 
 
 def ops_per_step(configs, task, device, kernel: str, steps: int = 10) -> float:
-    """Leaf torch operators per fused step, views excluded: the difference of two runs that differ
-    only in length (``steps`` and 2·``steps``, evaluated at the same points), over ``steps``."""
+    """Torch operators called per fused step (views excluded): from Python or autograd, not those an
+    operator calls inside itself. The difference of two runs that differ only in length (``steps``
+    and 2·``steps``, evaluated at the same points), over ``steps``."""
     from torch.profiler import ProfilerActivity, profile
 
     counts = []
@@ -100,9 +101,8 @@ def ops_per_step(configs, task, device, kernel: str, steps: int = 10) -> float:
         short = [{**c, "train": {**c["train"], "steps": n, "eval_every": 0, "eval_log_points": 0}} for c in configs]
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             train_fused(short, task, device, kernel=kernel)
-        events = prof.events()
-        parents = {id(e.cpu_parent) for e in events if e.cpu_parent is not None}
-        counts.append(sum(1 for e in events if id(e) not in parents and e.name not in METADATA_OPS))
+        counts.append(sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name not in METADATA_OPS
+                          and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::"))))
     return (counts[1] - counts[0]) / steps
 
 

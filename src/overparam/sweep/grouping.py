@@ -22,6 +22,9 @@ run at a lower FLOP rate in the loop (example-major layers: sweep64's MFU was 19
 33 % fused); two width-4096 members fused ran 1.10× faster, widths 2048/3000/4096 1.28×,
 512/4096 1.27×. So on CPU fusion pays for every group of two or more members; auto declines
 only where the model predicts less than a 10 % gain (and on CUDA, whose constants are estimates).
+Members whose step is large (``LARGE_STEP_FLOPS``: 8 MLPs of depth 2 and width 4096 at batch
+1024 fused 0.92× the loop) run the loop at the fused rate, so only the overheads differ and
+auto trains them one at a time.
 
 ``gpt`` has its own constants (``GPT_COST``, ``_gpt_step_costs``): a CPU step is compute-bound
 once members reach d_model ≈ 64 with 1024 tokens per step, where distinct shapes are at parity
@@ -58,6 +61,10 @@ GPT_COST = {
     "cuda": {"LOOP_STEP": 6e-4, "LOOP_LAYER": 7e-4, "BUCKET_STEP": 1e-4, "BUCKET_LAYER": 1.5e-4,
              "MEMBER_LAYER": 1e-6, "LOOP_RATE": 3e13, "FUSED_RATE": 3e13},
 }
+# A member step of at least this many training FLOPs keeps the loop's GEMMs as busy as fused ones:
+# measured on CPU, width-4096 one-hidden-layer members (0.23 GFLOP a step) still fused 1.10× faster,
+# heavy8's depth-2 width-4096 members at batch 1024 (110 GFLOP) fused 0.92× (slower); between the two.
+LARGE_STEP_FLOPS = 5e9
 MARGIN = 0.9  # fuse only for a predicted gain of at least 10 %: the model is coarse
 GROUP_MEMORY = {"cpu": 2 << 30, "cuda": None}  # bytes per fused group; CUDA: 40 % of the device
 MAX_MEMBERS = 1024  # per group: bounds per-step host work (dropout draws, batch stacking)
@@ -176,7 +183,11 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
         model = config["model"] if width is None else {**config["model"], "width": width}
         return float(family.flops_per_example(model, shape)) * batch
 
-    loop = sum(c["LOOP_STEP"] + flops(cfg) / c["LOOP_RATE"] for cfg in configs)
+    def looped(config) -> float:  # a big enough member step runs the loop's GEMMs at the fused rate
+        f = flops(config)
+        return c["LOOP_STEP"] + f / (c["FUSED_RATE"] if f >= LARGE_STEP_FLOPS else c["LOOP_RATE"])
+
+    loop = sum(looped(cfg) for cfg in configs)
     buckets = len(plan_layout(configs, shape, device.type).buckets)
     model = configs[0]["model"]
     tiles = device.type == "cuda" and model["family"] == "mlp" and model["depth"] == 1 \
