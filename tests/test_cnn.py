@@ -261,3 +261,20 @@ def test_sweep_then_analyze(tmp_path):
     assert summary.trained == 2 and not summary.failed
     curve = analyze_double_descent(tmp_path / "s")["curves"][0]
     assert [p["params"] for p in curve["points"]] == [cnn.count_params({"width": k}, Shape((64,), 10)) for k in (1, 2)]
+
+
+def test_analyze_a_cifar_sweep_with_the_whole_training_split(tmp_path, capsys):
+    """The example spec leaves task.train_size null (all images): analyze and report read it without it."""
+    from overparam.cli import main
+
+    rng = np.random.default_rng(5)
+    arrays = {"x_train": rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), "y_train": np.arange(24) % 10,
+              "x_test": rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), "y_test": np.arange(12) % 10}
+    np.savez(tmp_path / "c.npz", **arrays)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"task: {{kind: cifar10, path: {tmp_path / 'c.npz'}}}\nmodel: {{family: cnn}}\n"
+                    "vary: {model.width: [1, 2]}\ntrain: {steps: 3, batch_size: 12, eval_every: 1}\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "s")]) == 0
+    assert main(["analyze", str(tmp_path / "s")]) == 0
+    assert "curve over model.width" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "s")]) == 0 and (tmp_path / "s" / "report.html").is_file()

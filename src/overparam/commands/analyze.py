@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from overparam.report.reading import read_curve
     family = runs["model.family"].iloc[0] if "model.family" in runs else None
-    n_train = int(runs["task.train_size"].iloc[0]) if "task.train_size" in runs else None
+    size = runs["task.train_size"].iloc[0] if "task.train_size" in runs else None
+    n_train = int(size) if size is not None and size == size else None  # null (image tasks: all of it), NaN
     for curve in doc["curves"]:
         fixed = ", ".join(f"{k}={v}" for k, v in curve["fixed"].items())
         print(f"curve over {curve['axis']}" + (f" ({fixed})" if fixed else "") + ":")

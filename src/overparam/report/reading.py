@@ -57,11 +57,11 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
     peak, over, under = curve.get(f"peak_{key}"), curve.get(f"best_over_{key}"), curve.get(f"best_under_{key}")
     if curve["second_descent"]:
         s = (f"{metric.capitalize()} peaks at {fmt_num(peak)} at {size_phrase(curve, 'peak', unit)}, then falls "
-             f"{curve['peak_over_best_over']:.2g}× to {fmt_num(over)} by {size_phrase(curve, 'best_over', unit)}")
+             f"{curve['peak_over_best_over']:.3g}× to {fmt_num(over)} by {size_phrase(curve, 'best_over', unit)}")
         if under is not None and curve.get("peak_over_best_under"):
             best_under = size_phrase(curve, "best_under", unit)
             s += (f"; the best under-parameterized model ({best_under}) reached {fmt_num(under)}, "
-                  f"{curve['peak_over_best_under']:.2g}× below the peak")
+                  f"{curve['peak_over_best_under']:.3g}× below the peak")
         out.append(s + ".")
         if under is not None and over is not None:
             verdict = ("beats" if over < under else "does not beat")
