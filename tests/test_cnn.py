@@ -278,3 +278,20 @@ def test_analyze_a_cifar_sweep_with_the_whole_training_split(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "s")]) == 0
     assert "curve over model.width" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "s")]) == 0 and (tmp_path / "s" / "report.html").is_file()
+
+
+def test_reading_names_a_near_fit_and_the_eps_that_admits_it():
+    """CIFAR k = 8 left 4 of 10,000 noisy labels unfitted after 150 epochs on CPU: with eps = 0 there is
+    no threshold, and the reading says which size came within 1 % and which --eps would count it."""
+    from overparam.report.reading import read_curve
+
+    points = [{"size": k, "params": p, "train_error": e, "test_error": t}
+              for k, p, e, t in [(4, 6666, 0.3455, 0.5956), (6, 14530, 0.0784, 0.6064), (8, 25418, 0.0004, 0.5636)]]
+    curve = {"axis": "model.width", "metric": "test_error", "threshold_on": "train_error", "eps": 0.0,
+             "points": points, "threshold_params": None, "best_under_size": 8, "best_under_params": 25418,
+             "best_under_test_error": 0.5636}
+    text = read_curve(curve, "cnn")[0]
+    assert "8 channels (k) (25,418 parameters), left 0.04% of training labels unfitted" in text
+    assert "`--eps 0.0004`" in text
+    far = {**curve, "points": [{**p, "train_error": p["train_error"] + 0.05} for p in points]}
+    assert "try larger sizes or more steps" in read_curve(far, "cnn")[0]

@@ -29,6 +29,9 @@ def size_phrase(curve: dict[str, Any], prefix: str, unit: str) -> str:
     return f"{fmt_int(size) if isinstance(size, (int, float)) else size} {name} ({fmt_int(params)} parameters)"
 
 
+NEAR_FIT = 0.01  # a size that leaves at most this train error unfitted is named, with the --eps that admits it
+
+
 def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | None = None) -> list[str]:
     """A few sentences: where the threshold is, where test error peaks, how far it falls after."""
     unit = UNITS.get(family or "", "width")
@@ -40,9 +43,18 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
         best = curve.get("best_under_test_error") if curve["metric"] == "test_error" else curve.get(
             "best_under_test_loss")
         on = (curve.get("threshold_on") or "train_error").replace("_", " ")
-        out.append(f"No size fitted the training set ({on} ≤ {curve['eps']:g}); "
-                   f"the best {metric} is {fmt_num(best)} at {size_phrase(curve, 'best_under', unit)}. "
-                   f"The sweep does not reach the interpolation threshold: try larger sizes or more steps.")
+        sentence = (f"No size fitted the training set ({on} ≤ {curve['eps']:g}); "
+                    f"the best {metric} is {fmt_num(best)} at {size_phrase(curve, 'best_under', unit)}.")
+        closest = min(curve["points"], key=lambda p: p.get(on.replace(" ", "_")) or float("inf"))
+        left = closest.get(on.replace(" ", "_"))
+        if on == "train error" and left is not None and 0 < left <= NEAR_FIT:
+            where = size_phrase({"axis": curve["axis"], "near_size": closest["size"],
+                                 "near_params": closest["params"]}, "near", unit)
+            out.append(sentence + f" The closest, {where}, left {left:.2%} of training labels unfitted: "
+                       f"`--eps {left:.6g}` counts it as the interpolation threshold.")
+        else:
+            out.append(sentence + " The sweep does not reach the interpolation threshold: try larger sizes or "
+                       "more steps.")
         return out
     if curve.get("threshold_on") == "train_loss":
         thr = (f"The models first interpolate the training targets exactly (train MSE ≤ {curve['eps']:g}) at "
