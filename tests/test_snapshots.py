@@ -64,6 +64,16 @@ def interrupt_then_resume(train, path: Path, owners, every: int):
     return train(snap), snap
 
 
+def group_interrupted_and_resumed(train_group_fn, configs, task, path: Path, every: int):
+    """A fused group trained straight through, and stopped at its first snapshot then resumed:
+    (uninterrupted results, resumed results, the second Snapshots)."""
+    want = train_group_fn(configs, task, CPU)
+    owners = [(str(i), c) for i, c in enumerate(configs)]
+    got, snap = interrupt_then_resume(lambda s: train_group_fn(configs, task, CPU, snapshots=s), path, owners,
+                                      every=every)
+    return want, got, snap
+
+
 def assert_identical(got, want) -> None:
     assert got.status == want.status == "done"
     assert got.metrics == want.metrics
@@ -148,11 +158,8 @@ def test_fused_group_resumes_bit_identical(tmp_path):
     configs = [resolve_config({**base, "model": {"family": "mlp", "depth": 2, "width": w}, "seed": seed,
                                "train": {**base["train"], "lr": lr}})
                for w, seed, lr in ((4, 0, 1e-3), (16, 1, 1e-3), (8, 0, 3e-3))]
-    task = load_task(configs[0]["task"])
-    want = train_group(configs, task, CPU)
-    owners = [(str(i), c) for i, c in enumerate(configs)]
-    got, snap = interrupt_then_resume(lambda s: train_group(configs, task, CPU, snapshots=s),
-                                      tmp_path / "g.safetensors", owners, every=5)
+    want, got, snap = group_interrupted_and_resumed(train_group, configs, load_task(configs[0]["task"]),
+                                                    tmp_path / "g.safetensors", every=5)
     assert snap.resumed_from == 5
     for g, w in zip(got, want, strict=True):
         assert_identical(g, w)
@@ -168,11 +175,8 @@ def test_fused_conv_group_resumes_bit_identical(tmp_path, family):
         return resolve_config(cfg)
 
     configs = [member(1, 3, dropout=0.2), member(2, 4, lr=3e-3), member(1, 4, dropout=0.1, weight_decay=1e-3)]
-    task, path = image_task(n=32), tmp_path / "g.safetensors"
-    want = train_cnn_group(configs, task, CPU)
-    owners = [(str(i), c) for i, c in enumerate(configs)]
-    got, snap = interrupt_then_resume(lambda s: train_cnn_group(configs, task, CPU, snapshots=s), path, owners,
-                                      every=5)
+    path = tmp_path / "g.safetensors"
+    want, got, snap = group_interrupted_and_resumed(train_cnn_group, configs, image_task(n=32), path, every=5)
     assert snap.resumed_from == 5 and snap.written == 1  # step 10
     for g, w in zip(got, want, strict=True):
         assert_identical(g, w)
@@ -196,11 +200,8 @@ def test_fused_gpt_group_resumes_bit_identical(tmp_path):
                                                  "context": 8}, "seed": seed,
                                "train": {**base["train"], **train}})
                for d, seed, train in ((8, 0, {}), (16, 1, {}), (8, 1, {"lr": 3e-3, "clip": 0.05}))]
-    task = load_task(configs[0]["task"])
-    want = train_gpt_group(configs, task, CPU)
-    owners = [(str(i), c) for i, c in enumerate(configs)]
-    got, snap = interrupt_then_resume(lambda s: train_gpt_group(configs, task, CPU, snapshots=s),
-                                      tmp_path / "g.safetensors", owners, every=4)
+    want, got, snap = group_interrupted_and_resumed(train_gpt_group, configs, load_task(configs[0]["task"]),
+                                                    tmp_path / "g.safetensors", every=4)
     assert snap.resumed_from == 4
     for g, w in zip(got, want, strict=True):
         assert_identical(g, w)

@@ -65,6 +65,14 @@ def print_json(doc: Any) -> None:
     sys.stdout.flush()
 
 
+def print_reading(table: str, sentences: list[str]) -> None:
+    """A command's human output: its table, a blank line, then each sentence of the reading as a bullet."""
+    print(table)
+    print()
+    for s in sentences:
+        print(f"- {s}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from overparam import __version__
 

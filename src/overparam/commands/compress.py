@@ -78,7 +78,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from overparam.cli import print_json
+    from overparam.cli import print_json, print_reading
     from overparam.errors import OverparamError
 
     if args.threads is not None:
@@ -106,10 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    print(table(doc))
-    print()
-    for s in doc["sentences"]:
-        print(f"- {s}")
+    print_reading(table(doc), doc["sentences"])
     for s in doc["skipped"]:
         print(f"skipped: {s}")
     dense = doc["models"][0]

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from overparam.analysis.landscape_report import analyze_landscape, parse_alphas
-    from overparam.cli import print_json
+    from overparam.cli import print_json, print_reading
     from overparam.sweep.runner import set_cpu_threads
 
     alphas = parse_alphas(args.alphas)
@@ -69,10 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    print(table(doc))
-    print()
-    for s in doc["sentences"]:
-        print(f"- {s}")
+    print_reading(table(doc), doc["sentences"])
     print(f"wrote {doc['directory']}/analyses/landscape.json ({doc['seconds']:.1f} s)")
     return 0
 
