@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
-	$(PIP) install --quiet -e ".[dev,text,onnx,ray,mlflow,tensorboard]"
+	$(PIP) install --quiet -e ".[dev,text,onnx,ray,mlflow,tensorboard,interp,table,hf]" "torch==$(TORCH_VERSION)"
 	@touch $(STAMP)
 
 demo: install
