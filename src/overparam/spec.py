@@ -17,17 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from overparam.data import task_module
 from overparam.errors import SpecError
 from overparam.models import family_module
 from overparam.options import Option, coerce, non_default, resolve_section
+from overparam.spec_input import (
+    MAX_AXIS_COUNT,
+    axes_detail,
+    check_run_count,
+    check_spec_data,
+    parse_spec_data,
+    read_spec_text,
+)
+from overparam.spec_input import TOP_KEYS as TOP_KEYS  # re-exported: the spec's top-level keys
 from overparam.train import recipe
 
-TOP_KEYS = ("name", "description", "task", "model", "train", "vary", "seed")
-SEED_OPTION = Option(int, 0, "the run's seed: init, batch order, dropout", check=lambda v: None if v >= 0
-                     else "must be >= 0")
+MAX_SEED = 2**32 - 1  # numpy's seeds stop here; torch's at 2**64 - 1
+SEED_OPTION = Option(int, 0, "the run's seed: init, batch order, dropout",
+                     check=lambda v: None if 0 <= v <= MAX_SEED else f"must be in 0..{MAX_SEED}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,9 @@ def section_options(config: dict[str, Any]) -> dict[str, dict[str, Option]]:
         raise SpecError("task.kind: missing (e.g. task: {kind: digits})")
     if not isinstance(model, dict) or "family" not in model:
         raise SpecError("model.family: missing (e.g. model: {family: mlp, width: 64})")
+    for path, value in (("task.kind", task["kind"]), ("model.family", model["family"])):
+        if not isinstance(value, str):
+            raise SpecError(f"{path}: expected a string (one name), got {value!r}")
     return {"task": task_module(task["kind"]).OPTIONS, "model": family_module(model["family"]).OPTIONS,
             "train": recipe.OPTIONS}
 
@@ -132,8 +142,8 @@ def expand_axis(key: str, raw: Any, option: Option) -> list[Any]:
         if (not isinstance(bounds, list) or len(bounds) != 2
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
             raise SpecError(f"{path}.{kinds[0]}: expected [lo, hi], got {bounds!r}")
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 100_000:
-            raise SpecError(f"{path}.count: expected an integer in 1..100000, got {count!r}")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_AXIS_COUNT:
+            raise SpecError(f"{path}.count: expected an integer in 1..{MAX_AXIS_COUNT}, got {count!r}")
         lo, hi = float(bounds[0]), float(bounds[1])
         if kinds[0] == "geometric":
             if lo <= 0 or hi <= 0:
@@ -144,6 +154,9 @@ def expand_axis(key: str, raw: Any, option: Option) -> list[Any]:
         include = raw.get("include", [])
         if not isinstance(include, list):
             raise SpecError(f"{path}.include: expected a list, got {include!r}")
+        for i, v in enumerate(include):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise SpecError(f"{path}.include[{i}]: expected a number, got {v!r}")
         values = values + include
         types = option.type if isinstance(option.type, tuple) else (option.type,)
         if int in types and float not in types:
@@ -165,11 +178,7 @@ class Spec:
     """A validated sweep spec. ``runs()`` is the product of its axes, in a stable order."""
 
     def __init__(self, data: dict[str, Any]):
-        if not isinstance(data, dict):
-            raise SpecError(f"spec: expected a mapping at the top level, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(TOP_KEYS))
-        if unknown:
-            raise SpecError(f"{unknown[0]}: unknown top-level key (known: {', '.join(TOP_KEYS)})")
+        check_spec_data(data)  # plain values, known top-level keys, the run count bounded (spec_input)
         self.data = copy.deepcopy(data)
         self.name = str(data.get("name") or "sweep")
         base = {k: copy.deepcopy(data.get(k) or {}) for k in ("task", "model", "train")}
@@ -180,6 +189,8 @@ class Spec:
             raise SpecError(f"vary: expected a mapping of axis -> values, got {vary!r}")
         tables = section_options(self.base)
         self.axes = {key: expand_axis(key, raw, _axis_option(key, tables)) for key, raw in vary.items()}
+        sizes = {key: len(values) for key, values in self.axes.items()}
+        check_run_count(math.prod(sizes.values()), axes_detail(sizes))  # before any run is built
         self._runs: list[Run] | None = None
 
     def runs(self) -> list[Run]:
@@ -191,8 +202,6 @@ class Spec:
         points: list[dict[str, Any]] = [{}]
         for key, values in self.axes.items():
             points = [{**p, key: v} for p in points for v in values]
-        if len(points) > 1_000_000:
-            raise SpecError(f"vary: the sweep has {len(points)} runs; at most 1,000,000")
         runs, seen = [], set()
         for point in points:
             config = copy.deepcopy({k: self.base[k] for k in ("task", "model", "train", "seed")})
@@ -220,26 +229,11 @@ def load_spec(source: str | Path | dict[str, Any] | Spec) -> Spec:
         return source
     if isinstance(source, dict):
         return Spec(source)
-    path = Path(source)
-    if not path.exists():
-        raise SpecError(f"spec file not found: {path}")
-    if path.is_dir():
-        raise SpecError(f"spec: {path} is a directory, expected a YAML file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"spec {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return parse_spec_text(text, str(path))
+    if not isinstance(source, (str, Path)):
+        raise SpecError(f"spec: expected a file path, a mapping or a Spec, got {type(source).__name__}")
+    return parse_spec_text(read_spec_text(source), str(source))
 
 
 def parse_spec_text(text: str, where: str = "spec") -> Spec:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: malformed YAML{at}: {problem}") from exc
-    if data is None:
-        raise SpecError(f"{where}: the spec is empty")
-    return Spec(data)
+    """A Spec from YAML text, with every bound of ``spec_input`` (bytes aside: the text is here)."""
+    return Spec(parse_spec_data(text, where))

@@ -48,6 +48,12 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from overparam.errors import OverparamError
+    from overparam.spec_input import read_spec
+
+    if not args.out.strip():
+        raise OverparamError("--out: empty path; name the sweep directory (e.g. --out runs/x)")
+    spec = read_spec(args.spec)  # torch-free: a hostile spec is refused in a fraction of a second
+
     from overparam.integrations import make_sinks
     from overparam.sweep.runner import run_sweep
     from overparam.sweep.snapshots import DEFAULT_EVERY
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         flag = "--" + next(iter(options)).replace("_", "-")
         raise OverparamError(f"{flag}: only with --executor ray")
     every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_EVERY
-    summary = run_sweep(args.spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
+    summary = run_sweep(spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
                         progress=not args.no_progress and not args.json, executor_options=options,
                         sinks=make_sinks(mlflow=args.mlflow, tensorboard=args.tensorboard),
                         snapshot_every=every, snapshot_dir=args.snapshot_dir)
