@@ -249,7 +249,7 @@ def _snapshot_of(cfg, path: Path, device=CPU) -> None:
     ("other run id", "another run or config"),
     ("other device", "written on cuda"),
 ])
-def test_a_snapshot_that_does_not_belong_is_ignored_with_a_warning(tmp_path, case, why):
+def test_a_snapshot_that_does_not_belong_is_discarded_with_a_warning(tmp_path, case, why):
     cfg = teacher_config()
     path = tmp_path / "s.safetensors"
     if case == "garbage":
@@ -265,7 +265,7 @@ def test_a_snapshot_that_does_not_belong_is_ignored_with_a_warning(tmp_path, cas
         _snapshot_of(cfg, path, device=torch.device("cuda"))  # only its label: writing touches no GPU
     owner = "another" if case == "other run id" else "run"
     snap = Snapshots(path, [(owner, cfg)], CPU, every_steps=5)
-    with pytest.warns(UserWarning, match=f"ignored \\(.*{why}"):
+    with pytest.warns(UserWarning, match=f"discarded \\(.*{why}"):
         got = train_run(cfg, load_task(cfg["task"]), CPU, snap)
     assert snap.resumed_from is None
     assert_identical(got, train_run(cfg, load_task(cfg["task"]), CPU))

@@ -8,6 +8,7 @@ Set ``OVERPARAM_DEBUG=1`` to see the traceback of a bug.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import math
@@ -95,7 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# An OSError with one of these causes is the user's disk or permissions, not a bug: one line, exit 2.
+USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+                         errno.ENOTDIR, errno.ENOENT, errno.EFBIG, errno.ENAMETOOLONG})
+
+
 def main(argv: list[str] | None = None) -> int:
+    from overparam.notices import CliNotices
+
+    with CliNotices() as notices:
+        code = _main(argv)
+        damage = notices.damage_message()
+    if damage and code == 0:  # the command did its work on the intact runs; say what it left out
+        print(f"overparam: error: {' '.join(damage.split())}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -107,18 +125,28 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"overparam: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            return _bug(exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"overparam: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("overparam: error: interrupted; finished runs are stored, rerun to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     except Exception as exc:  # a bug: say so in one line, traceback on request
-        if os.environ.get("OVERPARAM_DEBUG"):
-            raise
-        msg = " ".join(f"{type(exc).__name__}: {exc}".split())
-        print(f"overparam: error: internal error (a bug; OVERPARAM_DEBUG=1 shows the traceback): {msg}",
-              file=sys.stderr)
-        return 1
+        return _bug(exc)
+
+
+def _bug(exc: BaseException) -> int:
+    if os.environ.get("OVERPARAM_DEBUG"):
+        raise exc
+    msg = " ".join(f"{type(exc).__name__}: {exc}".split())
+    print(f"overparam: error: internal error (a bug; OVERPARAM_DEBUG=1 shows the traceback): {msg}",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -4,27 +4,37 @@ Layout (DESIGN.md ◆): ``DIR/overparam.sqlite`` in WAL mode, ``DIR/checkpoints/
 A run's result (status, metrics, curve) is written in one transaction after its checkpoint
 file is complete, so a kill at any moment leaves either the old row or the whole new result.
 Only one process writes a directory at a time (an ``flock`` on ``DIR/overparam.lock``, freed
-by the kernel even on SIGKILL); readers never take it.
+by the kernel even on SIGKILL); readers never take it, and open the file read-only.
+
+Hostile files (``store_file``, ``store_damage``): the store is created atomically and a file a
+sweep did not create is never re-initialized; a sweep refuses a damaged store rather than add
+to the damage; readers skip a damaged row, naming it (``StoreDamageWarning``), and use the rest;
+every SQLite error (full disk, read-only, corrupt page) becomes one ``StoreError`` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from overparam import store_file
 from overparam.errors import StoreError
+from overparam.store_damage import Damage, RowError, StoreDamageWarning, curve_problem, decode_meta, decode_run
 
 SCHEMA_VERSION = 1
 DB_NAME = "overparam.sqlite"
 LOCK_NAME = "overparam.lock"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
+_RUN_COLUMNS = "id, idx, config, point, status, params, flops, metrics, error, seconds"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,40 +81,64 @@ class Store:
         self.dir = directory
         self.conn = conn
         self._lock_fd = lock_fd
+        self._noted: set[Damage] = set()
 
     # -- opening -------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: str | Path) -> Store:
-        """Open for writing, creating the directory and schema; refuses if another writer holds it."""
+        """Open for writing, creating the directory and schema; refuses if another writer holds it.
+
+        A new store is created whole (``store_file.create_file``); an existing file must be an
+        intact overparam store: a damaged one is refused (``overparam runs DIR --check`` lists why).
+        """
         directory = Path(directory)
+        if not str(directory).strip():
+            raise StoreError("--out: empty path; name the sweep directory")
         if directory.exists() and not directory.is_dir():
             raise StoreError(f"{directory}: exists and is not a directory")
         try:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "checkpoints").mkdir(exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"{directory}: cannot create the sweep directory ({exc.strerror})") from exc
+            raise StoreError(f"{directory}: cannot create the sweep directory ({exc.strerror or exc})") from exc
         lock_fd = _take_lock(directory)
+        path = directory / DB_NAME
         try:
-            conn = _connect(directory / DB_NAME, create=True)
-            _ensure_schema(conn, directory / DB_NAME)
+            if not path.exists():
+                store_file.create_file(path, _SCHEMA, SCHEMA_VERSION)
+            conn = store_file.connect_writer(path)
+            try:
+                store_file.prepare_for_writing(conn, path, _SCHEMA, SCHEMA_VERSION)
+                store = cls(directory, conn, lock_fd)
+                store._refuse_damage()
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(directory, conn, lock_fd)
+        return store
 
     @classmethod
     def open(cls, directory: str | Path) -> Store:
-        """Open an existing store for reading (no lock: works while a sweep writes)."""
+        """Open an existing store for reading (read-only, no lock: works while a sweep writes)."""
         directory = Path(directory)
         path = directory / DB_NAME
         if not directory.is_dir():
             raise StoreError(f"{directory}: no such sweep directory")
         if not path.is_file():
             raise StoreError(f"{directory}: not a sweep directory (no {DB_NAME}; run `overparam sweep` first)")
-        conn = _connect(path, create=False)
-        _check_schema(conn, path)
+        conn = store_file.connect_reader(path)
+        try:
+            store_file.check_readable(conn, path, SCHEMA_VERSION)
+        except BaseException:
+            conn.close()
+            raise
         return cls(directory, conn, None)
+
+    @property
+    def path(self) -> Path:
+        return self.dir / DB_NAME
 
     def close(self) -> None:
         self.conn.close()
@@ -118,14 +152,79 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- damage ----------------------------------------------------------------------------
+    def damage(self, pages: bool = True) -> list[Damage]:
+        """Everything unreadable in the store: SQLite's page check, then every row, curve point, meta value."""
+        found: list[Damage] = []
+        if pages:
+            try:
+                problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(20)").fetchall()]
+            except sqlite3.DatabaseError as exc:
+                problems = [" ".join(str(exc).split())]
+            if problems != ["ok"]:
+                found += [Damage(str(self.path), None, "file", p) for p in problems]
+                return found  # rows read from damaged pages would only repeat it
+        with self._reading("check the store"):
+            rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY idx").fetchall()
+            keys = self.conn.execute("SELECT key, value FROM meta").fetchall()
+            points = self.conn.execute("SELECT run_id, step, name, value FROM curves").fetchall()
+        for row in rows:
+            try:
+                decode_run(row)
+            except RowError as exc:
+                found.append(Damage(str(self.path), str(row[0]), exc.what, exc.problem))
+        for key, value in keys:
+            try:
+                decode_meta(key, value)
+            except RowError as exc:
+                found.append(Damage(str(self.path), None, exc.what, exc.problem))
+        bad_curves: dict[str, str] = {}
+        for run_id, step, name, value in points:
+            problem = curve_problem(step, name, value)
+            if problem and str(run_id) not in bad_curves:
+                bad_curves[str(run_id)] = problem
+        found += [Damage(str(self.path), r, "curve", p) for r, p in bad_curves.items()]
+        return found
+
+    def _refuse_damage(self) -> None:
+        """A sweep writes only into an intact store: adding runs to a damaged one adds to the damage."""
+        found = self.damage()
+        if found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise StoreError(f"{self.path}: corrupt store: {found[0].line()}{more}; a sweep does not write into "
+                             f"a damaged store: `overparam runs {self.dir} --check` lists the damage; move the "
+                             f"directory aside and rerun into a fresh --out")
+
+    def _note(self, damage: Damage) -> None:
+        """Report a damaged part once per store object (the CLI turns these into one error line)."""
+        if damage not in self._noted:
+            self._noted.add(damage)
+            warnings.warn(StoreDamageWarning(f"corrupt store {damage.store}: {damage.line()}"), stacklevel=3)
+
+    @contextlib.contextmanager
+    def _reading(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise store_file.sql_error(self.path, exc, f"cannot {doing}") from None
+
+    @contextlib.contextmanager
+    def _writing(self, doing: str) -> Iterator[None]:
+        """One transaction; any SQLite error (full disk, read-only, corrupt) as one ``StoreError``."""
+        try:
+            with self.conn:
+                yield
+        except sqlite3.Error as exc:
+            raise store_file.sql_error(self.path, exc, f"cannot {doing}") from None
+
     # -- writing -------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
-        with self.conn:
+        with self._writing(f"record {key!r}"):
             self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, _json(value)))
 
     def add_runs(self, runs: Iterable[Any]) -> int:
         """Insert planned runs as pending; runs already stored (any status) are left untouched."""
-        with self.conn:
+        with self._writing("add the planned runs"):
             before = self.conn.total_changes
             start = self.conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM runs").fetchone()[0]
             for i, run in enumerate(runs):
@@ -136,11 +235,11 @@ class Store:
 
     def reset_interrupted(self) -> int:
         """Runs left 'running' by a killed process go back to 'pending' (their result never landed)."""
-        with self.conn:
+        with self._writing("reset interrupted runs"):
             return self.conn.execute("UPDATE runs SET status='pending' WHERE status='running'").rowcount
 
     def mark_running(self, run_ids: list[str]) -> None:
-        with self.conn:
+        with self._writing("mark runs as running"):
             self.conn.executemany("UPDATE runs SET status='running' WHERE id=? AND status='pending'",
                                   [(r,) for r in run_ids])
 
@@ -150,7 +249,7 @@ class Store:
         """Write one run's result and its curve in a single transaction."""
         if status not in STATUSES:
             raise ValueError(status)
-        with self.conn:
+        with self._writing(f"store the result of run {run_id}"):
             self.conn.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
             self.conn.executemany(
                 "INSERT INTO curves(run_id, step, name, value) VALUES (?, ?, ?, ?)",
@@ -162,23 +261,48 @@ class Store:
 
     # -- reading -------------------------------------------------------------------------
     def meta(self, key: str, default: Any = None) -> Any:
-        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
+        with self._reading(f"read {key!r}"):
+            row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if not row:
+            return default
+        try:
+            return decode_meta(key, row[0])
+        except RowError as exc:
+            self._note(Damage(str(self.path), None, exc.what, exc.problem))
+            return default
 
     def runs(self, status: str | None = None) -> list[dict[str, Any]]:
-        """Runs in plan order as dicts: id, status, config, point, params, flops, metrics, …"""
-        query = "SELECT id, idx, config, point, status, params, flops, metrics, error, seconds FROM runs"
+        """Runs in plan order as dicts: id, status, config, point, params, flops, metrics, …
+
+        A damaged row is left out and reported (``StoreDamageWarning``, naming the run).
+        """
+        query = f"SELECT {_RUN_COLUMNS} FROM runs"
         args: tuple = ()
         if status:
             query += " WHERE status=?"
             args = (status,)
-        rows = self.conn.execute(query + " ORDER BY idx", args).fetchall()
-        return [{"id": r[0], "index": r[1], "config": json.loads(r[2]), "point": json.loads(r[3]),
-                 "status": r[4], "params": r[5], "flops": r[6],
-                 "metrics": json.loads(r[7]) if r[7] else {}, "error": r[8], "seconds": r[9]} for r in rows]
+        with self._reading("read the runs"):
+            rows = self.conn.execute(query + " ORDER BY idx", args).fetchall()
+        out = []
+        for row in rows:
+            try:
+                out.append(decode_run(row))
+            except RowError as exc:
+                self._note(Damage(str(self.path), str(row[0]), exc.what, exc.problem))
+        return out
 
     def curves(self) -> list[tuple[str, int, str, float | None]]:
-        return self.conn.execute("SELECT run_id, step, name, value FROM curves ORDER BY run_id, step").fetchall()
+        """Curve points (run_id, step, name, value); a run's damaged points are left out and reported."""
+        with self._reading("read the curves"):
+            rows = self.conn.execute("SELECT run_id, step, name, value FROM curves ORDER BY run_id, step").fetchall()
+        bad = {}
+        for run_id, step, name, value in rows:
+            problem = curve_problem(step, name, value)
+            if problem and run_id not in bad:
+                bad[run_id] = problem
+        for run_id, problem in bad.items():
+            self._note(Damage(str(self.path), str(run_id), "curve", problem))
+        return [r for r in rows if r[0] not in bad] if bad else rows
 
     def checkpoint_path(self, run_id: str) -> Path:
         return self.dir / "checkpoints" / f"{run_id}.safetensors"
@@ -189,7 +313,11 @@ def _finite(v: float) -> float | None:
 
 
 def _take_lock(directory: Path) -> int:
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"{directory / LOCK_NAME}: cannot write in the sweep directory ({exc.strerror or exc}); "
+                         f"a sweep needs a writable --out (runs, analyze and report read a store read-only)") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -197,61 +325,12 @@ def _take_lock(directory: Path) -> int:
         os.close(fd)
         raise StoreError(f"{directory}: another overparam process (pid {holder}) is writing this sweep "
                          f"directory; wait for it to finish or use another --out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+    except OSError:
+        pass  # the pid is only a courtesy for the message above (a full disk must not stop here)
     return fd
-
-
-def _connect(path: Path, create: bool) -> sqlite3.Connection:
-    if not create:
-        with open(path, "rb") as fh:
-            header = fh.read(16)
-        if header != b"SQLite format 3\x00":
-            raise StoreError(f"{path}: not an overparam store (the file is not SQLite; corrupt or overwritten)")
-    try:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level="DEFERRED")
-        if create:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        return conn
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: cannot open the store ({exc})") from exc
-
-
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"{path}: corrupt store ({exc})") from exc
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise StoreError(f"{path}: store schema version {version} is newer than this overparam "
-                         f"understands ({SCHEMA_VERSION}); upgrade overparam")
-    if not {"runs", "curves", "meta"} <= tables:
-        conn.close()
-        raise StoreError(f"{path}: not an overparam store (missing tables)")
-
-
-def _ensure_schema(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise StoreError(f"{path}: corrupt store ({exc})") from exc
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise StoreError(f"{path}: store schema version {version} is newer than this overparam "
-                         f"understands ({SCHEMA_VERSION}); upgrade overparam")
-    if tables and not {"runs", "curves", "meta"} <= tables:
-        conn.close()
-        raise StoreError(f"{path}: not an overparam store (it holds other tables)")
-    with conn:
-        conn.executescript(_SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def open_store(directory: str | Path) -> Store:

@@ -1,14 +1,20 @@
-"""Checkpoints as safetensors (nothing is unpickled), written atomically, tied to their config."""
+"""Checkpoints as safetensors (nothing is unpickled), written atomically, tied to their config.
+
+Every file carries the SHA-256 of its tensors in its metadata (``overparam.checksum``), checked
+on load: a damaged checkpoint is an error naming its run, never weights silently wrong.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from overparam import checksum
 from overparam.errors import StoreError
 
 
@@ -18,11 +24,17 @@ def write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dic
     The temporary name carries the process id, so two writers of one path (a retried task and
     the attempt it replaced) never write into each other's file. Raises ``OSError``.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    metadata = {**metadata, checksum.KEY: checksum.tensor_digest(tensors)}
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # its I/O errors are not OSErrors: give a full disk its errno back
+            raise _os_error(exc, tmp) from exc
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -39,14 +51,23 @@ def write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dic
         pass
 
 
+def _os_error(exc: Exception, path: Path) -> Exception:
+    """safetensors says "I/O error: No space left on device (os error 28)": that errno as an ``OSError``."""
+    match = re.search(r"os error (\d+)", str(exc))
+    if not match:
+        return exc
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, config: dict[str, Any]) -> None:
     """A run's final weights, tied to its id and config (see ``load_checkpoint``)."""
     metadata = {"run_id": run_id, "config": json.dumps(config, sort_keys=True), "format": "overparam-1"}
     try:
         write_atomically(path, state, metadata)
     except OSError as exc:
-        raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); "
-                         f"stored results are unaffected") from exc
+        raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); results already stored are "
+                         f"intact: fix the cause and rerun the sweep to resume") from exc
 
 
 def load_checkpoint(path: Path, run_id: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -63,4 +84,8 @@ def load_checkpoint(path: Path, run_id: str, config: dict[str, Any]) -> dict[str
         raise StoreError(f"{path}: unreadable checkpoint ({exc})") from exc
     if meta.get("run_id") != run_id or meta.get("config") != json.dumps(config, sort_keys=True):
         raise StoreError(f"{path}: the checkpoint does not match run {run_id}'s config")
+    if checksum.mismatch(state, meta):
+        raise StoreError(f"{path}: the checkpoint of run {run_id} is damaged (its tensors no longer match the "
+                         f"checksum written with them); `overparam runs {path.parent.parent} --check` lists "
+                         f"every damaged file")
     return state

@@ -14,9 +14,10 @@ Batch order needs nothing: it is a pure function of (seed, step) (``train.batche
 ``train.lm.window_offsets``), so a resumed loop skips the batches already seen.
 
 Format: safetensors tensors plus JSON metadata (nothing is unpickled), written atomically.
-A snapshot names the runs and the exact configs it belongs to and the device type it ran on;
-one that does not match, or that cannot be read, is ignored with a warning and training
-starts from step 0: never silently wrong.
+A snapshot names the runs and the exact configs it belongs to and the device type it ran on,
+and carries the checksum of its tensors (``overparam.checksum``). One that does not match,
+cannot be read or fails its checksum (weights or random state damaged on disk) is discarded
+with a warning and training starts from step 0: never silently wrong, never stuck on a bad file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from overparam import checksum
 
 FORMAT = "overparam-snapshot-1"
 MAX_COST = 0.01  # time-based snapshots take at most this share of training time (see ``Snapshots``)
@@ -113,11 +116,19 @@ class Snapshots:
         try:
             step, saved, apply = self._read(state)
         except SnapshotError as exc:
-            warnings.warn(f"snapshot {self.path} ignored ({exc}); training from step 0", stacklevel=2)
+            self._discard()
+            warnings.warn(f"snapshot {self.path} discarded ({exc}); training from step 0", stacklevel=2)
             return 0, progress
         apply()
         self.resumed_from = step
         return step, saved
+
+    def _discard(self) -> None:
+        """Delete an unusable snapshot: a rerun must not meet it again (the next one replaces it anyway)."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a shared snapshot directory this process cannot write: the next save replaces it
 
     def _read(self, state: TrainingState) -> tuple[int, Any, Callable[[], None]]:
         """Read and check everything before touching ``state``; the returned function applies it."""
@@ -131,6 +142,8 @@ class Snapshots:
             raise SnapshotError(f"unreadable: {' '.join(str(exc).split())[:200]}") from exc
         if meta.get("format") != FORMAT:
             raise SnapshotError(f"not an overparam snapshot (format {meta.get('format')!r})")
+        if checksum.mismatch(saved, meta):
+            raise SnapshotError("damaged: its tensors no longer match the checksum written with them")
         if meta.get("owners") != self.owners:
             raise SnapshotError("it belongs to another run or config")
         if meta.get("device") != self.device_type:
@@ -145,6 +158,8 @@ class Snapshots:
             raise SnapshotError(f"step {step} outside 1..{self.steps - 1}")
         tensors = _take(saved, "state/", state.tensors, "trained tensors")
         gens = _take(saved, "rng/", {k: g.get_state() for k, g in state.generators.items()}, "random streams")
+        for name, value in gens.items():
+            _check_generator_state(name, value, state.generators[name])
         optim = _optimizer_state(saved, optim_extra, state.optimizer)
         if saved:
             raise SnapshotError(f"unexpected tensors: {', '.join(sorted(saved)[:3])}")
@@ -212,6 +227,16 @@ def _take(saved: dict[str, torch.Tensor], prefix: str, targets: dict[str, torch.
             raise SnapshotError(f"{what}: {name} is {value.dtype} {tuple(value.shape)}, expected "
                                 f"{targets[name].dtype} {tuple(targets[name].shape)}")
     return found
+
+
+def _check_generator_state(name: str, value: torch.Tensor, like: torch.Generator) -> None:
+    """Set the state on a scratch generator first: an invalid one (e.g. "Invalid mt19937 state") must fail
+    here, before ``apply`` has changed anything, not halfway through restoring."""
+    scratch = torch.Generator(device=like.device)
+    try:
+        scratch.set_state(value)
+    except (RuntimeError, ValueError) as exc:
+        raise SnapshotError(f"random stream {name}: {' '.join(str(exc).split())[:120]}") from None
 
 
 def _optimizer_state(saved: dict[str, torch.Tensor], extra: dict[str, dict[str, Any]],
