@@ -31,7 +31,7 @@ def sql_error(path: Path, exc: BaseException, doing: str) -> StoreError:
     """A ``StoreError`` naming the file and the cause in words, for any ``sqlite3`` error."""
     text = " ".join(str(exc).split())
     low = text.lower()
-    if "full" in low:
+    if "full" in low or ("i/o" in low and _nearly_full(path.parent)):  # WAL's shared memory fails as I/O
         why = (f"the disk is full ({text}); results already stored are intact: free space and rerun "
                f"to resume")
     elif "readonly" in low or "read-only" in low:
@@ -45,6 +45,15 @@ def sql_error(path: Path, exc: BaseException, doing: str) -> StoreError:
     else:
         why = f"{text}"
     return StoreError(f"{path}: {doing}: {why}")
+
+
+def _nearly_full(directory: Path) -> bool:
+    """Under 1 MiB free where the store lives: SQLite reports a full disk as 'disk I/O error' at times."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def check_header(path: Path) -> None:
@@ -114,14 +123,16 @@ def create_file(path: Path, schema: str, version: int) -> None:
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{os.getpid()}")
     try:
+        # A rollback journal, not WAL, while building: a full disk then fails the COMMIT itself, where
+        # WAL would fail later, silently, when closing merges the log into the file.
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_script(schema, version))
         finally:
-            conn.close()  # merges the write-ahead log into the file and removes it
+            conn.close()
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        _verify_new(tmp, version)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -141,6 +152,19 @@ def create_file(path: Path, schema: str, version: int) -> None:
                 leftover.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _verify_new(tmp: Path, version: int) -> None:
+    """Read the new file back: every table there and the version set, or it never becomes the store."""
+    conn = sqlite3.connect(_uri(tmp, mode="ro"), uri=True)
+    try:
+        got = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    finally:
+        conn.close()
+    if got != version or not TABLES <= tables or check != "ok":
+        raise sqlite3.DatabaseError(f"the new store did not read back whole ({check})")
 
 
 def _script(schema: str, version: int) -> str:

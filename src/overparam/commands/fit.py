@@ -24,13 +24,15 @@ laws:
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
     """DIR or --csv FILE (shared with ``advise``)."""
+    from overparam.flags import MAX_BOOTSTRAP, MAX_SEED, int_in
+
     p.add_argument("dir", nargs="?", help="sweep directory (finished runs, loss = test_loss)")
     p.add_argument("--csv", metavar="FILE", help="CSV with columns params,tokens,loss[,flops]")
     p.add_argument("--drop-highest", type=int, default=0, metavar="K",
                    help="drop the K highest-loss points first (Besiroglu et al. drop 5 Chinchilla points)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                   help="bootstrap resamples for the intervals (default 1000; 0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--bootstrap", type=int_in(0, MAX_BOOTSTRAP), default=1000, metavar="N",
+                   help=f"bootstrap resamples for the intervals (default 1000; 0: none; at most {MAX_BOOTSTRAP:,})")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="bootstrap seed (default 0)")
 
 
 def load_source(args: argparse.Namespace):

@@ -17,6 +17,9 @@ def register(sub) -> None:
                    help="table (default), csv or json on stdout, parquet with --output")
     p.add_argument("--output", default=None, help="write to this file instead of stdout")
     p.add_argument("--status", default=None, choices=("pending", "running", "done", "diverged", "failed"))
+    p.add_argument("--check", action="store_true",
+                   help="list what is damaged in the directory (store pages and rows, checkpoints, snapshots, "
+                        "saved analyses); exit 2 when something is")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,12 @@ def runs_document(directory: str, status: str | None = None) -> dict:
 def run(args: argparse.Namespace) -> int:
     from overparam.cli import print_json
     from overparam.errors import OverparamError
+    from overparam.flags import check_output_file
 
+    if args.output is not None:
+        check_output_file("--output", args.output)
+    if args.check:
+        return _check(args)
     if args.json or args.format == "json":
         doc = runs_document(args.dir, args.status)
         if args.output:
@@ -74,4 +82,21 @@ def run(args: argparse.Namespace) -> int:
             fh.write(text + "\n")
     else:
         print(text)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``--check``: the damage listed on stdout (or as JSON), exit 2 with one error line when there is any."""
+    from overparam.cli import print_json
+    from overparam.errors import OverparamError
+    from overparam.store_check import check_lines, check_sweep
+
+    doc = check_sweep(args.dir)
+    if args.json:
+        print_json({"check": doc})
+    else:
+        print("\n".join(check_lines(doc)))
+    if not doc["ok"]:
+        raise OverparamError(f"{args.dir}: {len(doc['damage'])} damaged part(s), listed on stdout; rerun the sweep "
+                             f"into a fresh --out to rebuild what cannot be read")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 RAY_ONLY = ("address", "num_cpus", "max_retries")
@@ -63,10 +64,13 @@ def run(args: argparse.Namespace) -> int:
         flag = "--" + next(iter(options)).replace("_", "-")
         raise OverparamError(f"{flag}: only with --executor ray")
     every = args.snapshot_every if args.snapshot_every is not None else DEFAULT_EVERY
-    summary = run_sweep(spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
-                        progress=not args.no_progress and not args.json, executor_options=options,
-                        sinks=make_sinks(mlflow=args.mlflow, tensorboard=args.tensorboard),
-                        snapshot_every=every, snapshot_dir=args.snapshot_dir)
+    from overparam.stdout_guard import stdout_to_stderr
+
+    with stdout_to_stderr() if args.json else contextlib.nullcontext():  # Ray's logs must not precede the JSON
+        summary = run_sweep(spec, args.out, executor=args.executor, device=args.device, fuse=args.fuse,
+                            progress=not args.no_progress and not args.json, executor_options=options,
+                            sinks=make_sinks(mlflow=args.mlflow, tensorboard=args.tensorboard),
+                            snapshot_every=every, snapshot_dir=args.snapshot_dir)
     bad = summary.diverged + summary.failed
     if args.json:
         from overparam.cli import print_json

@@ -17,6 +17,7 @@ from string import Template
 from typing import Any
 
 from overparam.errors import StoreError
+from overparam.report.guard import guarded, notices_html, noticing
 from overparam.report.sections import BUILDERS, Section, SweepContext
 from overparam.store import DB_NAME
 
@@ -60,27 +61,34 @@ def _render_section(section: Section, figure_dir: Path, prefix: str) -> str:
 
 
 def _part_html(ctx: SweepContext, figure_dir: Path, prefix: str, intro: str | None) -> tuple[str, dict]:
-    body, summary = [], {"name": ctx.name, "directory": str(ctx.dir)}
-    for builder in BUILDERS:
-        section = builder(ctx)
-        if section is None:
-            continue
-        body.append(_render_section(section, figure_dir, prefix))
-        summary[section.title.split(" (")[0].lower().replace(" ", "_")] = section.summary
+    body, summary, notes = [], {"name": ctx.name, "directory": str(ctx.dir)}, []
+    with noticing(notes):  # damaged analyses and runs: skipped, and named at the top of the part
+        for builder in BUILDERS:
+            section = guarded(builder, ctx)
+            if section is None:
+                continue
+            body.append(_render_section(section, figure_dir, prefix))
+            summary[section.title.split(" (")[0].lower().replace(" ", "_")] = section.summary
+    if notes:
+        summary["left_out"] = notes
     anchor = html.escape(ctx.dir.name)
     head = f'<section class="part" id="{anchor}"><h2>{html.escape(ctx.name)}</h2>'
     if intro:
         head += f'<p class="reading">{html.escape(intro)}</p>'
-    head += f'<p class="meta">sweep directory: {html.escape(str(ctx.dir))}</p>'
+    head += f'<p class="meta">sweep directory: {html.escape(str(ctx.dir))}</p>' + notices_html(notes)
     return head + "\n".join(body) + "</section>", summary
 
 
-def build_report(directory: str | Path, title: str | None = None) -> Path:
-    """Write DIR/report.html, DIR/figures/*.png and DIR/summary.json; return the HTML path."""
+def build_report(directory: str | Path, title: str | None = None, out: str | Path | None = None) -> Path:
+    """Write DIR/report.html, DIR/figures/*.png and DIR/summary.json; return the HTML path.
+
+    ``out``: write those into this folder instead (created if missing), e.g. for a read-only DIR.
+    """
     directory = Path(directory)
     dirs = sweep_dirs(directory)
-    figure_dir = directory / "figures"
-    figure_dir.mkdir(exist_ok=True)
+    target = Path(out) if out is not None else directory
+    figure_dir = target / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
     intros, headline = {}, []
     manifest = directory / "demo.json"
     if manifest.is_file():
@@ -112,12 +120,12 @@ def build_report(directory: str | Path, title: str | None = None) -> Path:
         nav=nav, body=lead + "\n".join(bodies),
         footer=html.escape(f"overparam {__version__} · generated {now} · every number is read from the "
                            f"sweep store"))
-    out = directory / "report.html"
-    out.write_text(page, encoding="utf-8")
+    page_path = target / "report.html"
+    page_path.write_text(page, encoding="utf-8")
     summary_doc: dict[str, Any] = {"overparam_version": __version__, "generated": now, "headline": headline,
                                    "parts": parts}
-    (directory / "summary.json").write_text(json.dumps(_clean(summary_doc), indent=2, default=str))
-    return out
+    (target / "summary.json").write_text(json.dumps(_clean(summary_doc), indent=2, default=str))
+    return page_path
 
 
 def _clean(obj: Any) -> Any:

@@ -74,10 +74,13 @@ class SweepContext:
         path = self.dir / "analyses" / f"{name}.json"
         if not path.is_file():
             return None
+        from overparam.report.guard import skip_analysis
+
         try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            return skip_analysis(path, f"unreadable ({' '.join(str(exc).split())[:120]})")  # None, and a warning
+        return doc if isinstance(doc, dict) else skip_analysis(path, f"not a JSON object ({type(doc).__name__})")
 
     def first(self, column: str) -> Any:
         if column in self.runs and len(self.runs):

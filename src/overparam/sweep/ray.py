@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -104,6 +103,8 @@ class RayExecutor:
             raise OverparamError("--num-cpus: sizes the local Ray started without --address; a cluster's "
                                  "size is set where it starts (`ray start --num-cpus N`)")
         require("ray", "ray")  # a missing extra is reported before any run is marked running
+        if address:
+            _probe(address)  # before the sweep directory exists: an unreachable cluster leaves nothing behind
         self.device = device
         self.address = address
         self.num_cpus = num_cpus
@@ -115,10 +116,9 @@ class RayExecutor:
 
     # -- resources -----------------------------------------------------------------------
     def threads(self) -> int:
-        try:
-            return max(1, int(os.environ.get("OVERPARAM_THREADS", "1")))
-        except ValueError:
-            raise OverparamError("OVERPARAM_THREADS: expected a positive integer") from None
+        from overparam.flags import threads_from_env
+
+        return threads_from_env()
 
     def gpus(self, group: Group, task: TaskData) -> float:
         """GPUs a group asks for: its estimated memory as a share of a card, rounded up to 1/8."""
@@ -142,8 +142,6 @@ class RayExecutor:
             return False  # the caller's Ray (a notebook, a test fixture): leave it running
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
                                    **self.init_options}
-        if self.address:
-            _probe(self.address)
         try:
             if self.address:
                 ray.init(address=self.address, **options)

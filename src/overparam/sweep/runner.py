@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from overparam.data import load_task
-from overparam.errors import OverparamError
+from overparam.errors import OverparamError, StoreError
+from overparam.flags import threads_from_env
 from overparam.integrations.base import SinkSet
 from overparam.spec import Spec, load_spec
 from overparam.store import Store
@@ -63,6 +64,8 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
     ``snapshot_every`` (steps, ``"60s"``, ``"5m"`` or ``"off"``) and ``snapshot_dir``: training
     snapshots a killed run resumes from (``sweep.snapshots``; default ``out/checkpoints/partial``).
     """
+    if not str(out).strip():
+        raise OverparamError("--out: empty path; name the sweep directory (e.g. --out runs/x)")
     spec = load_spec(spec)
     if fuse not in ("auto", "on", "off"):
         raise OverparamError(f"--fuse: expected auto, on or off, got {fuse!r}")
@@ -113,10 +116,19 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         finally:
             outcomes.close()  # now, not at garbage collection: Ray cancels its outstanding tasks here
             bar.close()
-            store.reset_interrupted()
+            _reset_quietly(store)
         if all(r["status"] in FINAL for r in store.runs()):
             prune_private(out)
     return summary
+
+
+def _reset_quietly(store: Store) -> None:
+    """Put unfinished runs back to pending, unless the store cannot be written (a full disk): the error
+    that stopped the sweep is the one to report, and the next sweep resets them on start anyway."""
+    try:
+        store.reset_interrupted()
+    except StoreError:
+        pass
 
 
 def set_cpu_threads(device) -> None:
@@ -126,16 +138,11 @@ def set_cpu_threads(device) -> None:
     computing, and on a loaded 2-core machine two threads were measured 4-16x *slower* per
     step than one (MLP widths 2-2048 on digits). Parallelism comes from fusing runs instead.
     """
-    import os
-
     import torch
 
+    threads = threads_from_env()  # checked on every device: Ray workers read it too
     if device.type == "cpu":
-        wanted = os.environ.get("OVERPARAM_THREADS", "1")
-        try:
-            torch.set_num_threads(max(1, int(wanted)))
-        except ValueError:
-            raise OverparamError(f"OVERPARAM_THREADS: expected a positive integer, got {wanted!r}") from None
+        torch.set_num_threads(threads)
 
 
 def _store_outcome(store: Store, outcome, task, summary: SweepSummary, copies: SinkSet) -> None:
