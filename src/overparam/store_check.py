@@ -61,7 +61,7 @@ def _checkpoints(store: Store, runs: list[dict[str, Any]], counts: dict[str, int
             continue
         counts["checkpoints"] += 1
         try:
-            load_checkpoint(ckpt, run["id"], run["config"])
+            load_checkpoint(ckpt, run["id"], run["config"], finite=False)  # NaN weights are not damage
         except StoreError as exc:
             found.append(Damage(str(store.path), run["id"], "checkpoint", str(exc).removeprefix(f"{ckpt}: ")))
     return found

@@ -12,7 +12,6 @@ and exit code 2 after the command has done its work on the intact runs, and
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,10 @@ META_TYPES: dict[str, type | tuple[type, ...]] = {"spec": dict, "name": (str, in
 
 class StoreDamageWarning(UserWarning):
     """Part of a store (a run's row, curve points, a meta entry) could not be read; the rest was used."""
+
+
+class SkippedRunWarning(UserWarning):
+    """A run left out of a sweep-wide reading (e.g. its weights are not finite); the others are used."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,4 @@ def curve_problem(step: Any, name: Any, value: Any) -> str | None:
         return f"metric name {name!r:.40} is not text"
     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return f"{name} at step {step} is {value!r:.40}, not a number"
-    if isinstance(value, float) and math.isnan(value):
-        return None  # stored as null normally; NaN read back from a REAL column is still a number
     return None

@@ -67,9 +67,12 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
     """The sweep view (see the module docstring), or None when the sweep has no finished gpt run with
     a checkpoint. Cached in ``DIR/analyses/interpret.json``; ``reuse``: take a cached view of the same
     runs whatever settings (target, tokens) made it (what the report does)."""
+    import warnings
+
     from overparam.data import load_task
     from overparam.interpret.base import rebuild
     from overparam.store import open_store
+    from overparam.sweep.checkpoints import NonFiniteWeights, SkippedRunWarning
 
     directory = Path(directory)
     with open_store(directory) as store:
@@ -98,8 +101,14 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
             tasks[task_key] = load_task(r["config"]["task"])
         if log:
             log(f"interpret: run {r['id']} ({r['params']:,} params)")
-        run = rebuild(r, Path(paths[r["id"]]), tasks[task_key])
+        try:
+            run = rebuild(r, Path(paths[r["id"]]), tasks[task_key])
+        except NonFiniteWeights as exc:  # a broken run must not cost the other sizes their reading
+            warnings.warn(SkippedRunWarning(f"interpretability: {exc}; left out"), stacklevel=2)
+            continue
         results.append(analyze_run(run, target, n_tokens, ablation_tokens))
+    if not results:
+        return None
     doc = {"key": key, "target": target, "kind": kind, "runs": results}
     doc["sentences"] = sentences(doc)
     try:

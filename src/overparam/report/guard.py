@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from overparam.store_damage import StoreDamageWarning
+from overparam.store_damage import SkippedRunWarning, StoreDamageWarning
 
 # section builder -> the saved analysis it reads (DIR/analyses/<name>.json)
 ARTIFACTS = {"compression_section": "compress", "landscape_section": "landscape",
@@ -26,6 +26,9 @@ SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 class SkippedAnalysisWarning(UserWarning):
     """A saved analysis (``DIR/analyses/<name>.json``) is damaged; the report goes on without it."""
+
+
+NOTED = (SkippedAnalysisWarning, StoreDamageWarning, SkippedRunWarning)  # what the report's notes name
 
 
 def skip_analysis(path: Path, problem: str) -> None:
@@ -50,13 +53,14 @@ def guarded(builder: Callable[[Any], Any], ctx: Any) -> Any:
 
 @contextlib.contextmanager
 def noticing(notes: list[str]) -> Iterator[None]:
-    """Collect the skipped analyses and damaged runs warned about inside, then pass every warning on."""
+    """Collect the skipped analyses and runs warned about inside, then pass every warning on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SkippedAnalysisWarning)
-        warnings.simplefilter("always", StoreDamageWarning)
+        for category in NOTED:
+            warnings.simplefilter("always", category)
         yield
     for w in caught:
-        if issubclass(w.category, (SkippedAnalysisWarning, StoreDamageWarning)):
+        if issubclass(w.category, NOTED):
             text = " ".join(str(w.message).split())
             if text not in notes:
                 notes.append(text)
@@ -67,4 +71,4 @@ def notices_html(notes: list[str]) -> str:
     if not notes:
         return ""
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return f'<div class="notice"><p class="reading">Left out of this part (damaged files):</p><ul>{items}</ul></div>'
+    return f'<div class="notice"><p class="reading">Left out of this part:</p><ul>{items}</ul></div>'

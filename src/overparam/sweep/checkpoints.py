@@ -16,6 +16,7 @@ import torch
 
 from overparam import checksum
 from overparam.errors import StoreError
+from overparam.store_damage import SkippedRunWarning as SkippedRunWarning  # raised by readers of checkpoints
 
 
 def write_atomically(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -70,8 +71,24 @@ def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, con
                          f"intact: fix the cause and rerun the sweep to resume") from exc
 
 
-def load_checkpoint(path: Path, run_id: str, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Read a run's weights, refusing a file that belongs to another run or config."""
+class NonFiniteWeights(StoreError):
+    """A run's checkpoint holds NaN or infinite weights: nothing measured from it would mean anything."""
+
+
+def first_nonfinite(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or ±inf, or None."""
+    for name in sorted(state):
+        t = state[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def load_checkpoint(path: Path, run_id: str, config: dict[str, Any], finite: bool = True) -> dict[str, torch.Tensor]:
+    """Read a run's weights, refusing a file that belongs to another run or config, or that is damaged.
+
+    ``finite``: refuse weights holding NaN or ±inf (``NonFiniteWeights``, naming the run and tensor).
+    """
     from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
@@ -88,4 +105,8 @@ def load_checkpoint(path: Path, run_id: str, config: dict[str, Any]) -> dict[str
         raise StoreError(f"{path}: the checkpoint of run {run_id} is damaged (its tensors no longer match the "
                          f"checksum written with them); `overparam runs {path.parent.parent} --check` lists "
                          f"every damaged file")
+    bad = first_nonfinite(state) if finite else None
+    if bad is not None:
+        raise NonFiniteWeights(f"run {run_id} has non-finite weights (NaN or inf in {bad!r}, {path}); there is "
+                               f"nothing to measure in it")
     return state
