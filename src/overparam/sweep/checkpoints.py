@@ -67,8 +67,8 @@ def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, con
     try:
         write_atomically(path, state, metadata)
     except OSError as exc:
-        raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); results already stored are "
-                         f"intact: fix the cause and rerun the sweep to resume") from exc
+        raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); stored results are "
+                         f"unaffected: fix the cause (free space?) and rerun the sweep to resume") from exc
 
 
 class NonFiniteWeights(StoreError):
