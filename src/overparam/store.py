@@ -153,17 +153,20 @@ class Store:
         self.close()
 
     # -- damage ----------------------------------------------------------------------------
-    def damage(self, pages: bool = True) -> list[Damage]:
-        """Everything unreadable in the store: SQLite's page check, then every row, curve point, meta value."""
+    def damage(self, full: bool = False) -> list[Damage]:
+        """Everything unreadable in the store: SQLite's page check, then every row, curve point, meta value.
+
+        ``full``: SQLite's ``integrity_check`` (indexes against tables too, O(N log N)) instead of its
+        linear ``quick_check`` (page structure), which a sweep runs each time it opens a store.
+        """
         found: list[Damage] = []
-        if pages:
-            try:
-                problems = [r[0] for r in self.conn.execute("PRAGMA quick_check(20)").fetchall()]
-            except sqlite3.DatabaseError as exc:
-                problems = [" ".join(str(exc).split())]
-            if problems != ["ok"]:
-                found += [Damage(str(self.path), None, "file", p) for p in problems]
-                return found  # rows read from damaged pages would only repeat it
+        check = "integrity_check" if full else "quick_check"
+        try:
+            problems = [r[0] for r in self.conn.execute(f"PRAGMA {check}(20)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            problems = [" ".join(str(exc).split())]
+        if problems != ["ok"]:
+            return [Damage(str(self.path), None, "file", p) for p in problems]  # rows would only repeat it
         with self._reading("check the store"):
             rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY idx").fetchall()
             keys = self.conn.execute("SELECT key, value FROM meta").fetchall()

@@ -32,7 +32,7 @@ def check_sweep(directory: str | Path) -> dict[str, Any]:
         damage = [Damage(str(path), None, "file", problem)]
         return _doc(path, counts, damage)
     with store:
-        damage = store.damage()
+        damage = store.damage(full=True)
         if any(d.what == "file" for d in damage):
             return _doc(path, counts, damage)
         with warnings.catch_warnings():

@@ -67,8 +67,16 @@ def _json(what: str, text: Any, kind: type, nullable: bool = False) -> Any:
     if value is None and nullable:
         return None
     if not isinstance(value, kind):
-        raise RowError(what, f"expected a JSON {kind.__name__}, found {type(value).__name__} {text[:40]!r}")
+        raise RowError(what, f"expected a JSON {_JSON_NAMES[kind]}, found {_json_name(value)} {text[:40]!r}")
     return value
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string", float: "number", int: "number", bool: "true/false",
+               type(None): "null"}
+
+
+def _json_name(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
 
 
 def _number(what: str, value: Any, integer: bool = False) -> Any:

@@ -101,14 +101,20 @@ def connect_reader(path: Path) -> sqlite3.Connection:
 
 
 def connect_writer(path: Path) -> sqlite3.Connection:
-    """A read-write connection to an existing store file, in WAL mode."""
+    """A read-write connection to an existing file; nothing is written until ``prepare_for_writing``
+    has found it to be an overparam store (switching a file to WAL mode rewrites its header)."""
     check_header(path)
     try:
-        conn = sqlite3.connect(path, timeout=30.0, isolation_level="DEFERRED")
+        return sqlite3.connect(path, timeout=30.0, isolation_level="DEFERRED")
+    except sqlite3.DatabaseError as exc:
+        raise sql_error(path, exc, "cannot open the store for writing") from None
+
+
+def _writing_mode(conn: sqlite3.Connection, path: Path) -> None:
+    try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-        return conn
     except sqlite3.DatabaseError as exc:
         raise sql_error(path, exc, "cannot open the store for writing") from None
 
@@ -214,12 +220,13 @@ def check_readable(conn: sqlite3.Connection, path: Path, newest: int) -> None:
 
 
 def prepare_for_writing(conn: sqlite3.Connection, path: Path, schema: str, newest: int) -> None:
-    """An existing file a sweep may write: ours (complete it when half-made), never another's."""
+    """An existing file a sweep may write: ours (complete it when half-made), never another's; then WAL mode."""
     version, tables, rows = schema_state(conn, path)
     if version > newest:
         raise StoreError(f"{path}: store schema version {version} is newer than this overparam "
                          f"understands ({newest}); upgrade overparam")
     if TABLES <= tables:
+        _writing_mode(conn, path)
         return
     if not half_made(tables, rows):
         what = "it holds other tables" if tables else "it holds no tables"
@@ -231,3 +238,4 @@ def prepare_for_writing(conn: sqlite3.Connection, path: Path, schema: str, newes
             conn.executescript(_script(schema, newest))
     except sqlite3.Error as exc:
         raise sql_error(path, exc, "cannot complete the store") from None
+    _writing_mode(conn, path)
