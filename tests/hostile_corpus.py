@@ -348,6 +348,12 @@ FLAG_CASES = [
     Hostile("flags", "fit-bootstrap-fraction", lambda tmp, good: ["fit", "--csv", _points_csv(tmp), "--bootstrap",
                                                                   "2.5"], 2, "--bootstrap"),
     Hostile("flags", "report-out-empty", _simple("report", "{good}", "--out", ""), 2, "--out"),
+    Hostile("flags", "implicit-trace-1e9", lambda tmp, good: ["implicit", str(good), "--run", _first_run(good),
+                                                              "--trace", "1000000000"], 2, "--trace"),
+    Hostile("flags", "compress-threads-99999", lambda tmp, good: ["compress", str(good), "--run", _first_run(good),
+                                                                  "--threads", "99999"], 2, "--threads"),
+    Hostile("flags", "probe-seed-negative", _simple("probe", "{good}", "--run", "x", "--target", "char_class",
+                                                    "--seed", "-1"), 2, "--seed"),
 ]
 
 CASES: list[Hostile] = SPEC_CASES + STORE_CASES + SILENT_CASES + ANALYSIS_CASES + FLAG_CASES

@@ -51,6 +51,13 @@ THREADS_ENV = "OVERPARAM_THREADS"
 THREADS_PER_CPU = 4  # more intra-op threads than this per core only spin (99999 crashed torch's OpenMP)
 
 
+def max_threads() -> int:
+    """The most torch threads a process may ask for: ``THREADS_PER_CPU`` × this machine's CPUs."""
+    import os
+
+    return (os.cpu_count() or 1) * THREADS_PER_CPU
+
+
 def threads_from_env(default: int = 1) -> int:
     """``OVERPARAM_THREADS``: torch intra-op threads per training process, 1..4 × this machine's CPUs."""
     import os
@@ -58,8 +65,7 @@ def threads_from_env(default: int = 1) -> int:
     raw = os.environ.get(THREADS_ENV)
     if raw is None or not raw.strip():
         return default
-    cpus = os.cpu_count() or 1
-    limit = cpus * THREADS_PER_CPU
+    cpus, limit = os.cpu_count() or 1, max_threads()
     try:
         value = int(raw)
     except ValueError:

@@ -164,6 +164,8 @@ class Store:
         try:
             problems = [r[0] for r in self.conn.execute(f"PRAGMA {check}(20)").fetchall()]
         except sqlite3.DatabaseError as exc:
+            if "malformed" not in str(exc) and "not a database" not in str(exc):
+                raise store_file.sql_error(self.path, exc, "cannot check the store") from None  # a full disk, a lock
             problems = [" ".join(str(exc).split())]
         if problems != ["ok"]:
             return [Damage(str(self.path), None, "file", p) for p in problems]  # rows would only repeat it

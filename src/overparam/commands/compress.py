@@ -82,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
     from overparam.errors import OverparamError
 
     if args.threads is not None:
-        if args.threads < 1:
-            raise OverparamError(f"--threads: expected >= 1, got {args.threads}")
+        from overparam.flags import max_threads
+
+        if not 1 <= args.threads <= max_threads():  # torch's OpenMP crashed (SIGSEGV) at 99999
+            raise OverparamError(f"--threads: expected 1..{max_threads()}, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)

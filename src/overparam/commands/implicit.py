@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+MAX_TRACE_PROBES = 10_000  # Hutchinson's error falls as 1/sqrt(N): 10,000 probes give ~1 %; each costs an HVP
+
 
 def register(sub) -> None:
     p = sub.add_parser("implicit", help="norms, distance to the min-norm solution, Hessian spectrum of one run",
@@ -32,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1 or args.k > 100:
         raise OverparamError(f"--k: expected 1..100, got {args.k}")
-    if args.trace < 0 or args.trace == 1:
-        raise OverparamError(f"--trace: expected 0 or a number of probes >= 2, got {args.trace}")
+    if args.trace < 0 or args.trace == 1 or args.trace > MAX_TRACE_PROBES:
+        raise OverparamError(f"--trace: expected 0 or a number of probes in 2..{MAX_TRACE_PROBES:,}, got {args.trace}")
     with open_store(args.dir) as store:
         runs = {r["id"]: r["status"] for r in store.runs()}
     if runs.get(args.run) != "done":

@@ -19,6 +19,8 @@ random label, so a probe that only memorizes token identity scores as well on it
 
 
 def register(sub) -> None:
+    from overparam.flags import MAX_SEED, int_in
+
     p = sub.add_parser("probe", help="linear probes on each layer's hidden states, with a control task",
                        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", nargs="?", help="sweep directory (omit with --hf)")
@@ -27,7 +29,7 @@ def register(sub) -> None:
                    "(needs overparam[interp]) instead of DIR --run")
     p.add_argument("--target", required=True, metavar="NAME|FILE", help="what to probe for (see below)")
     p.add_argument("--tokens", type=int, default=4096, help="tokens probed (80%% fit, 20%% score)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the control task and the CV folds")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed of the control task and the CV folds")
     p.add_argument("--json", action="store_true",
                    help='print {"target": ..., "layers": [{"layer", "accuracy", "control_accuracy", '
                         '"selectivity"}, ...]}')
