@@ -141,6 +141,10 @@ def set_cpu_threads(device) -> None:
 def _store_outcome(store: Store, outcome, task, summary: SweepSummary, copies: SinkSet) -> None:
     run, result = outcome.run, outcome.result
     params, flops = run_size(run.config, task)
+    if result.metrics and getattr(task, "x_test", None) is not None:
+        # the split each metric was measured on: the binomial noise of a test error needs n_test
+        result.metrics.setdefault("n_train", int(len(task.x_train)))
+        result.metrics.setdefault("n_test", int(len(task.x_test)))
     if result.state is not None and run.config["train"]["checkpoint"]:
         save_checkpoint(store.checkpoint_path(run.id), result.state, run.id, run.config)
     store.record(run.id, result.status, params, flops, result.metrics, result.curve, outcome.seconds,
