@@ -92,7 +92,8 @@ def test_cifar_cpu_rerun_of_widths_1_to_8():
     z = round(0.021 / math.sqrt(0.5955 * 0.4045 / 5000), 1)
     assert curve["bump"]["z"] == pytest.approx(z) == 3.0 and curve["bump"]["evidence"] == "weak"  # 3.0 is not > 3
     assert curve["descent_to_size"] == 8 and curve["descent"]["evidence"] == "clear"
-    assert_readings_hold(curve, "cnn")
+    assert "about 3.0 standard errors of the 5,000-example test set: weak evidence of a peak" in \
+        assert_readings_hold(curve, "cnn")
     strict = curve_of(frame, eps=0.0)  # every label fitted: k = 8 left 4 of 10,000
     assert strict["threshold_size"] is None and strict["shape"] == "no threshold"
     assert strict["closest_size"] == 8 and strict["closest_train"] == 0.0004

@@ -60,6 +60,10 @@ class Sentence:
     def num(self, v: float, digits: int = 3) -> str:
         return self._keep(v, fmt_num(v, digits))
 
+    def fixed(self, v: float, decimals: int = 1) -> str:
+        """A number already rounded to ``decimals`` in its JSON (a z score: "3.0", not "3")."""
+        return self._keep(v, f"{float(v):.{decimals}f}")
+
     def int(self, v: Any) -> str:
         return self._keep(v, fmt_int(v))
 

@@ -150,7 +150,8 @@ def build_report(directory: str | Path, title: str | None = None, settings: Repo
     lead = ""
     if headline:
         lead = '<section class="part lead"><h2>The answer</h2><ul class="reading">' + "".join(
-            f"<li>{html.escape(s)}</li>" for s in headline) + "</ul></section>"
+            f"<li><strong>{html.escape(c['text'])}</strong></li>" if c.get("kind") == "answer" else
+            f"<li>{html.escape(c['text'])}</li>" for c in lead_claims) + "</ul></section>"
     nav = " ".join(f'<a href="#{html.escape(d.name)}">{html.escape(parts[d.name]["name"])}</a>' for d in dirs)
     template = Template(resources.files("overparam.report").joinpath("templates/report.html").read_text())
     page = template.substitute(

@@ -38,7 +38,7 @@ def part_lead(ctx: SweepContext, prefix: str | None = None) -> list[dict[str, An
     out = []
     answer = answer_claim(dd["answer"], family)
     if answer:
-        out.append(_prefixed(answer, prefix))
+        out.append({**_prefixed(answer, prefix), "kind": "answer"})
     if ctx.first("task.kind") in ("text", "markov"):
         return out
     curve = next((c for c in dd["curves"] if c["fixed"] == dd["answer"]["fixed"]), None)

@@ -72,7 +72,7 @@ def noise_phrase(s: Sentence, cmp: dict[str, Any]) -> str:
     if cmp.get("interval") is None:  # one seed: the test set's binomial standard error
         if cmp["z"] is None:
             return f"exact on {test_set}"
-        return f"about {s.num(abs(cmp['z']))} standard errors of {test_set}"
+        return f"about {s.fixed(abs(cmp['z']))} standard errors of {test_set}"
     na, nb = cmp["n_seeds"]
     seeds = f"{s.int(na)} seeds" if na == nb else f"{s.int(min(na, nb))} or more seeds"
     lo, hi = cmp["interval"]
@@ -183,8 +183,8 @@ def no_peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
     s = Sentence()
     metric = curve["metric"].replace("_", " ")
     under = _value(curve, "best_under")
-    return s.claim(f"No peak: {metric} does not rise above the best under-parameterized model "
-                   f"({s.num(under)} at {_at(s, curve, 'best_under', family)}) on the way to the first size past "
+    return s.claim(f"No peak: {metric} does not rise above the best under-parameterized model, "
+                   f"{s.num(under)} at {_at(s, curve, 'best_under', family)}, on the way to the first size past "
                    f"the threshold.")
 
 
@@ -284,8 +284,7 @@ def _compressed_phrase(s: Sentence, answer: dict[str, Any]) -> str:
         return ""
     model = comp.get("model")
     if model is None:
-        return (f"; none of the {s.int(comp['n_tried'])} compressed models of overparam compress stays within "
-                f"that tolerance")
+        return f"; none of the {s.int(comp['n_tried'])} models overparam compress made stays within it"
     what = model.get("label") or f"{model.get('method')} {model.get('setting')}"
     parts = [s.bytes(model["bytes"])]
     nonzero = model.get("nonzero_params", model.get("params"))
