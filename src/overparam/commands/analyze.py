@@ -17,7 +17,7 @@ def register(sub) -> None:
                    "2019's effective model complexity; 0: every label fitted)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"the answer: the smallest size within this of the best test error (absolute, default "
-                   f"{TOLERANCE:g}) or test loss (relative, {TOLERANCE:.0%})")
+                   f"{TOLERANCE:g}) or test loss (relative, {TOLERANCE * 100:g} %%)")
     p.add_argument("--threshold-on", choices=("auto", "error", "loss"), default="auto",
                    help="train metric that defines interpolation (auto: loss for closed-form least squares "
                    "and regression, error otherwise)")
