@@ -34,6 +34,7 @@ class SweepSummary:
     trained: int = 0
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. why a user model's runs could not fuse
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,7 +102,9 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         if not todo:
             prune_private(out)
             return summary
-        groups = plan_groups(todo, fuse, dev, tasks=get_task)
+        groups = plan_groups(todo, fuse, dev, tasks=get_task, notes=summary.notes)
+        for note in summary.notes if progress else ():
+            print(f"overparam: note: {note}", file=sys.stderr, flush=True)
         cleanup = Cleanup(snapshots, groups)
         bar = _progress(len(runs), summary.already_done, spec.name, progress)
         outcomes = runner.execute(groups, get_task)

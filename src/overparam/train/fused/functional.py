@@ -164,7 +164,7 @@ def structure_problem(members: list[nn.Module]) -> str | None:
         return "the members' modules differ in structure or parameter shapes"
     for name, module in members[0].named_modules():
         if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
-            return (f"{type(module).__name__} ({name or 'the model'}) updates running statistics in training, which "
+            return (f"{type(module).__name__} {name or 'the model'!r} updates running statistics in training, which "
                     f"vmap cannot write per member")
     if not any(p.requires_grad for p in members[0].parameters()):
         return "the model has no trainable parameters"
@@ -289,7 +289,7 @@ def _probe(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor, kind: str
     out = net(batch, True, mk)
     loss = member_losses(out.to(dtype), torch.stack([y, y.flip(0)]), kind, n_classes).sum()
     loss.backward()
-    net(x[None], False)
+    net(x, False)
 
 
 def unfusable(config: dict[str, Any], task: TaskData, device: torch.device) -> str | None:
