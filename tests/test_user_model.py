@@ -307,3 +307,19 @@ def test_a_changed_model_file_is_refused_on_resume_and_rebuild(user_sweep, capsy
         net.write_text(original)
     assert main(["sweep", str(user_sweep / "spec.yaml"), "--out", str(out), "--no-progress"]) == 0
     assert "6 already done, 0 trained now" in capsys.readouterr().err
+
+
+def test_a_fused_user_group_resumes_bit_identical_from_its_snapshot(tmp_path):
+    """Dropout generators, augmentation generators, moments and curves all come back from the snapshot."""
+    from overparam.spec import resolve_config
+    from test_snapshots import assert_identical, group_interrupted_and_resumed, image_task
+
+    train = {"optimizer": "adam", "steps": 12, "batch_size": 16, "eval_every": 3, "dropout": 0.2}
+    configs = [resolve_config({"task": {"kind": "digits"}, "model": {"family": ref("Net"), "width": 6},
+                               "train": {**train, "lr": lr}, "seed": seed})
+               for seed, lr in ((0, 1e-3), (1, 1e-3), (1, 3e-3))]
+    want, got, snap = group_interrupted_and_resumed(train_functional_group, configs, image_task(n=32),
+                                                    tmp_path / "g.safetensors", every=5)
+    assert snap.resumed_from == 5
+    for g, w in zip(got, want, strict=True):
+        assert_identical(g, w)

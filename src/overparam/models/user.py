@@ -288,6 +288,10 @@ class UserFamily:
     # -- the family contract -------------------------------------------------------------------------
     def arguments(self, cfg: dict[str, Any], shape: Shape, dropout: float = 0.0) -> dict[str, Any]:
         """The keyword arguments of the factory call: the spec's model keys plus what it asks for."""
+        if shape.vocab_size and not isinstance(cfg.get("context"), int):
+            raise SpecError(f"model.context: a language task trains on windows of model.context tokens; {self.name} "
+                            f"in {self.reference!r} needs a 'context' keyword (e.g. def {self.name.split('.')[-1]}"
+                            f"(vocab_size, context=128, ...)) and the spec a value for it")
         kwargs = {k: v for k, v in cfg.items() if k != "family"}
         injected = {"input_shape": tuple(shape.input_shape), "num_outputs": shape.output_dim,
                     "vocab_size": shape.vocab_size, "dropout": dropout}

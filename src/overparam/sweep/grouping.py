@@ -108,6 +108,7 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
         else:
             groups.append(Group([run]))
     load = tasks or _task_loader()
+    unfused: dict[tuple[str, str], int] = defaultdict(int)  # (family, why) -> runs: one note each
     for members in classes.values():
         task = load(_task_key(members[0]))
         family = members[0].config["model"]["family"]
@@ -116,8 +117,7 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
 
             reason = unfusable(members[0].config, task, device) if len(members) > 1 else None
             if reason:
-                if notes is not None:
-                    notes.append(f"{len(members)} runs of {family} train one at a time, not fused: {reason}")
+                unfused[family, reason] += len(members)
                 groups.extend(Group([run]) for run in members)
                 continue
         elif (family == "gpt") != (task.kind == "lm"):  # no engine for the pair
@@ -129,6 +129,8 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
                 groups.append(Group(chunk, fused=True))
             else:
                 groups.extend(Group([run]) for run in chunk)
+    if notes is not None:
+        notes.extend(f"{n} runs of {name} train one at a time, not fused: {why}" for (name, why), n in unfused.items())
     first = {run.id: i for i, run in enumerate(runs)}
     return sorted(groups, key=lambda g: min(first[r.id] for r in g.runs))
 
