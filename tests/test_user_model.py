@@ -311,8 +311,9 @@ def test_a_changed_model_file_is_refused_on_resume_and_rebuild(user_sweep, capsy
 
 def test_a_fused_user_group_resumes_bit_identical_from_its_snapshot(tmp_path):
     """Dropout generators, augmentation generators, moments and curves all come back from the snapshot."""
-    from overparam.spec import resolve_config
     from test_snapshots import assert_identical, group_interrupted_and_resumed, image_task
+
+    from overparam.spec import resolve_config
 
     train = {"optimizer": "adam", "steps": 12, "batch_size": 16, "eval_every": 3, "dropout": 0.2}
     configs = [resolve_config({"task": {"kind": "digits"}, "model": {"family": ref("Net"), "width": 6},

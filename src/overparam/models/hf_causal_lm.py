@@ -32,6 +32,7 @@ compute (a test holds them equal).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -69,8 +70,9 @@ def _is_dropout(key: str) -> bool:
     return key.endswith("pdrop") or key.endswith("dropout") or key.endswith("dropout_prob")
 
 
+@functools.cache
 def _defaults(model_type: str):
-    """The default config object of ``model_type`` (its keys are what a spec may set)."""
+    """The default config object of ``model_type`` (its keys are what a spec may set); read, never changed."""
     from transformers import CONFIG_MAPPING
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
