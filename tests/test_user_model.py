@@ -268,7 +268,7 @@ def test_a_user_factory_sweeps_analyzes_and_reports(user_sweep, capsys):
     assert len(source["sha256"]) == 64
 
 
-def test_compress_and_implicit_rebuild_a_user_run(user_sweep, capsys):
+def test_compress_implicit_and_landscape_rebuild_a_user_run(user_sweep, capsys):
     out = user_sweep / "out"
     with Store.open(out) as store:
         run = next(r for r in store.runs() if r["config"]["model"]["width"] == 32 and r["config"]["seed"] == 0)
@@ -289,6 +289,10 @@ def test_compress_and_implicit_rebuild_a_user_run(user_sweep, capsys):
     assert main(["implicit", str(out), "--run", run["id"], "--json"]) == 0
     implicit = json.loads(capsys.readouterr().out)
     assert implicit["param_norm"] == pytest.approx(run["metrics"]["param_norm"], rel=1e-6)
+    assert main(["landscape", str(out), "--max-runs", "all", "--json"]) == 0
+    paths = {p["run_id"]: p for p in json.loads(capsys.readouterr().out)["paths"]}
+    assert len(paths) == 6  # every run rebuilt through the factory: α = 1 is the trained model, as stored
+    assert paths[run["id"]]["train_loss"][-1] == pytest.approx(run["metrics"]["train_loss"], rel=1e-6)
 
 
 def test_a_changed_model_file_is_refused_on_resume_and_rebuild(user_sweep, capsys):
