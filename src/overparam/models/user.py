@@ -58,7 +58,6 @@ from overparam.models.base import Shape, count_trainable, generator
 from overparam.options import EXTRA, Option, OptionTable, json_copy, json_value
 
 INJECTED = ("input_shape", "num_outputs", "vocab_size", "dropout")  # from the task and recipe, never spec keys
-LINEAR_IN_PARAMS = False
 _REMEMBERED: dict[str, Path] = {}  # reference -> the absolute file a sweep's store recorded for it
 _FAMILIES: dict[tuple, UserFamily] = {}  # (reference, file, mtime, size) -> family
 _ATTR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
