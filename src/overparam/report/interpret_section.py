@@ -89,7 +89,8 @@ def _table(doc: dict[str, Any]) -> str:
 
 def interpret_section(ctx: SweepContext) -> Section | None:
     """Heads and probes across sizes, for sweeps of gpt language models with checkpoints."""
-    if ctx.runs.empty or ctx.first("model.family") != "gpt" or ctx.first("task.kind") not in ("text", "markov"):
+    if ctx.runs.empty or ctx.first("model.family") not in ("gpt", "hf-causal-lm") \
+            or ctx.first("task.kind") not in ("text", "markov"):
         return None
     from overparam.errors import OverparamError
     from overparam.interpret.sweep import interpret_sweep
