@@ -335,11 +335,12 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
                  f"{word}{'s' if len(never) > 1 else ''} {_list(names)}")
         out.append(f"{len(never)} of {len(sizes)} {word}s never reached it in {fmt_int(last)} steps ({which}).")
     partial = [s for s in reached if s["n_reached"] < s["n_runs"]]
+    runs = "runs" if doc.get("pooled") else "seeds"  # pooled over another setting, a width's runs are not seeds
     if partial:
         s = partial[0]
         share = f"{s['n_reached']} of {s['n_runs']}"
-        out.append(f"Only {share} seeds of {word} {s['size']} reached it." if len(partial) == 1 else
-                   f"At {len(partial)} {word}s only some seeds reached it (e.g. {word} {s['size']}: {share}).")
+        out.append(f"Only {share} {runs} of {word} {s['size']} reached it." if len(partial) == 1 else
+                   f"At {len(partial)} {word}s only some {runs} reached it (e.g. {word} {s['size']}: {share}).")
     out.append(f"Threshold: {doc['threshold_rule']['text']}. A step is the first evaluated step at or below it, "
                f"so it is only as fine as the stored curve ({doc['evaluated_steps']} evaluated steps per run).")
     if doc.get("pooled"):

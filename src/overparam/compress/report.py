@@ -74,6 +74,8 @@ def _readable_ticks(left, right, metric: str) -> None:
     """Plain tick labels: speed-ups as 0.5×, 1×, 2×; errors as percentages; no crowded minor labels."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+    from overparam.report.plots import log_ticks
+
     lo, hi = right.get_xlim()
     ticks = [t for t in (0.03125, 0.0625, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi]
     right.xaxis.set_major_locator(FixedLocator(ticks))
@@ -83,26 +85,11 @@ def _readable_ticks(left, right, metric: str) -> None:
         if ax.get_yscale() == "log":
             ax.yaxis.set_minor_formatter(NullFormatter())
             lo, hi = ax.get_ylim()
-            ax.yaxis.set_major_locator(FixedLocator(_log_ticks(lo, hi)))
+            ax.yaxis.set_major_locator(FixedLocator(log_ticks(lo, hi)))
         if metric == "test_error":
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g} %"))
         else:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-
-
-def _log_ticks(lo: float, hi: float) -> list[float]:
-    """1-2-5 ticks between ``lo`` and ``hi`` (at least two when the range allows)."""
-    import math
-
-    out = []
-    for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
-        out.extend(m * 10.0 ** e for m in (1, 2, 5))
-    inside = [t for t in out if lo <= t <= hi]
-    if len(inside) < 3:
-        out = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-               for m in (1, 1.5, 2, 3, 4, 5, 6, 8)]
-        inside = [t for t in out if lo <= t <= hi]
-    return [round(t, 12) for t in inside]
 
 
 def models_table(doc: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ class Section:
     tables: list[str] = field(default_factory=list)  # HTML, already escaped
     summary: dict[str, Any] = field(default_factory=dict)
     collapsed: bool = False
+    brief: bool = False  # nothing to show: the title and its one sentence on one line
 
 
 class SweepContext:
@@ -91,6 +92,10 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     dd = ctx.double_descent
     if not dd:
         return None
+    short = too_few_sizes(dd["curves"], ctx.first("model.family"))
+    if short:
+        return Section(title="Double descent", sentences=[short], brief=True,
+                       summary={"curves": dd["curves"], "sentences": [short]})
     family = ctx.first("model.family")
     n_train = ctx.first("task.train_size")
     section = Section(title="Double descent")
@@ -118,6 +123,24 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]],
                        "sentences": section.sentences}
     return section
+
+
+MIN_SIZES = 3  # a threshold, a peak and a descent after it need three sizes on a curve
+
+
+def too_few_sizes(curves: list[dict[str, Any]], family: str | None) -> str | None:
+    """The one line a double-descent section says when no curve has ``MIN_SIZES`` sizes, else None."""
+    counts = [len(c["points"]) for c in curves]
+    if not counts or max(counts) >= MIN_SIZES:
+        return None
+    sizes = sorted({p["size"] for c in curves for p in c["points"]}, key=lambda v: (str(type(v)), v))
+    axis = curves[0]["axis"]
+    fixed = sorted({k for c in curves for k in c["fixed"]})
+    what = (f"each of the {len(curves)} curves (one per setting of {', '.join(fixed)}) has" if len(curves) > 1
+            else "the curve has")
+    named = " and ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in sizes)
+    return (f"not read: {what} {max(counts)} size{'s' if max(counts) != 1 else ''} ({axis} {named}); a "
+            f"threshold and a peak need at least {MIN_SIZES}.")
 
 
 def runs_table_section(ctx: SweepContext) -> Section | None:
