@@ -416,3 +416,15 @@ def test_fit_and_advise_on_a_width_sweep_say_what_they_cannot_know(tmp_path, cap
     p = doc["fit"]["params"]
     assert doc["law"] == "power" and doc["params"] == pytest.approx((p["A"] / (target - p["E"])) ** (1 / p["alpha"]))
     assert doc["tokens"] == pytest.approx(np.exp(np.log(MLP_WIDTH_SWEEP["tokens"]).mean()))  # the one budget
+
+
+def test_the_readme_points_csv_fits_the_law_it_was_made_from(tmp_path, capsys):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```csv\n(.*?)```", readme, re.S)[1]
+    path = tmp_path / "points.csv"
+    path.write_text(block)
+    doc = run_json(["fit", "--csv", str(path), "--law", "chinchilla", "--bootstrap", "0", "--json"], capsys)
+    assert doc["n_points"] == 9
+    assert_rel(doc["params"], {"alpha": HOFFMANN["alpha"], "beta": HOFFMANN["beta"]}, 0.02)  # 3-decimal losses
