@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from readings import nested
 
 from overparam.cli import main
 from overparam.compress.distill import distillation_loss
@@ -246,6 +247,7 @@ def check_sentence(entry: dict, dense: dict, curve: list[dict], n_test: int | No
     import re
 
     text, seen = entry["sentence"], []
+    assert not nested(text), text
     metric = entry["dense_equivalent_metric"]
     unit = " %" if metric == "test_error" else ""
     value = (lambda s: _pct(s)) if metric == "test_error" else (lambda s: float(s))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from readings import nested
 
 from overparam.analysis.scaling.base import NotFittedError
 from overparam.cli import main
@@ -98,6 +99,7 @@ def test_gain_over_the_identity_baseline_is_what_the_token_leaves_unexplained():
     # the type one-hot reads the control (a label per type) perfectly: selectivity is negative there
     assert by_type["control_accuracy"] > 0.95 and by_type["selectivity"] < -0.3
     gain, selectivity = read_probe({"target": "t", **doc})
+    assert not nested(gain) and not nested(selectivity)
     assert gain.startswith("Layer 1 reads t best") and f"{by_label['gain']:+.3f}" in gain
     assert f"{by_label['accuracy']:.3f} against {by_label['baseline_accuracy']:.3f}" in gain
     assert "negative at layer 0 " in selectivity and f"{by_type['selectivity']:+.3f}" in selectivity

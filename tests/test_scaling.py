@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from readings import nested
 
 from overparam.analysis.scaling import (
     LAWS,
@@ -403,6 +404,7 @@ def test_fit_and_advise_on_a_width_sweep_say_what_they_cannot_know(tmp_path, cap
         assert main(["fit", "--csv", str(path), "--bootstrap", "200"]) == 0
         out, err = capsys.readouterr()
         assert err == "" and "only L(N) is identified" in out and "B " not in out
+        assert not any(nested(line) for line in out.splitlines()), out
         for argv, needle in ((["fit", "--law", "chinchilla"], "the token axis is missing"),
                              (["fit", "--law", "kaplan"], "the token axis is missing"),
                              (["fit", "--law", "power", "--x", "tokens"], "one token budget"),

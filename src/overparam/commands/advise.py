@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         return f"  {key:<17} {doc[key]:.4g}{iv} {unit}".rstrip()
 
     if doc.get("note"):
-        print(f"({doc['note']})")
+        print(f"note: {doc['note']}")
     for warning in (doc.get("fit") or {}).get("warnings", []):
         print(f"warning: {warning}")
     if "compute" in doc:

@@ -106,7 +106,7 @@ def print_summary(doc: dict) -> None:
     law = f"{doc['law']} in {doc['x']}" if doc.get("x") else doc["law"]
     print(f"{law} fit on {doc['n_points']} points{boot}")
     if doc.get("note"):
-        print(f"  ({doc['note']})")
+        print(f"  note: {doc['note']}")
     for name, value in doc["params"].items():
         ci = doc["ci"].get(name)
         print(f"  {name:<9} {_g(value):>10}" + (f"   [{_g(ci[0])}, {_g(ci[1])}]" if ci else ""))
