@@ -130,7 +130,7 @@ def sentences(doc: dict[str, Any]) -> list[str]:
     runs = doc["runs"]
     small, large = runs[0], runs[-1]
     out = []
-    for label, r in (("Largest model", large), ("smallest", small))[: 1 if len(runs) == 1 else 2]:
+    for label, r in (("Largest model", large), ("Smallest model", small))[: 1 if len(runs) == 1 else 2]:
         text = gain_sentence(probe_doc(doc, r))
         out.append(f"{label}, {_size(r)}: {text[0].lower()}{text[1:]}")
     mean = [float(np.mean([p["gain"] for p in r["probe"]])) for r in (small, large)]
