@@ -430,3 +430,17 @@ def test_the_readme_points_csv_fits_the_law_it_was_made_from(tmp_path, capsys):
     doc = run_json(["fit", "--csv", str(path), "--law", "chinchilla", "--bootstrap", "0", "--json"], capsys)
     assert doc["n_points"] == 9
     assert_rel(doc["params"], {"alpha": HOFFMANN["alpha"], "beta": HOFFMANN["beta"]}, 0.02)  # 3-decimal losses
+
+
+def test_a_non_language_sweep_counts_the_examples_it_trained_on(monkeypatch):
+    """D for a digits or teacher sweep is the examples seen, never flops / (6N): a closed-form fit's FLOPs
+    grow like N²·n, which would make a width sweep look like it varied the data."""
+    import overparam.store
+
+    runs = pd.DataFrame({"status": ["done"] * 4, "params": [10, 100, 1000, 5000],
+                         "flops": [1e5, 1e7, 1e9, 2.5e10], "test_loss": [1.0, 0.8, 0.7, 0.65],
+                         "train.optimizer": ["min_norm", "min_norm", "adam", "gd"],
+                         "train.steps": [1, 1, 300, 50], "train.batch_size": [128, 128, 64, 128],
+                         "task.train_size": [500, 500, 500, 500]})
+    monkeypatch.setattr(overparam.store, "load_runs", lambda directory: runs)
+    assert points_from_sweep("ignored")["tokens"].tolist() == [500, 500, 300 * 64, 50 * 500]

@@ -92,7 +92,7 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     dd = ctx.double_descent
     if not dd:
         return None
-    short = too_few_sizes(dd["curves"], ctx.first("model.family"))
+    short = too_few_sizes(dd["curves"])
     if short:
         return Section(title="Double descent", sentences=[short], brief=True,
                        summary={"curves": dd["curves"], "sentences": [short]})
@@ -128,7 +128,7 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
 MIN_SIZES = 3  # a threshold, a peak and a descent after it need three sizes on a curve
 
 
-def too_few_sizes(curves: list[dict[str, Any]], family: str | None) -> str | None:
+def too_few_sizes(curves: list[dict[str, Any]]) -> str | None:
     """The one line a double-descent section says when no curve has ``MIN_SIZES`` sizes, else None."""
     counts = [len(c["points"]) for c in curves]
     if not counts or max(counts) >= MIN_SIZES:

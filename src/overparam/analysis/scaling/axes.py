@@ -61,9 +61,8 @@ def missing(points: pd.DataFrame, needed: tuple[str, ...]) -> str | None:
     for axis in needed:
         if len(found[axis]) < MIN_VALUES:
             noun = NOUNS[axis][0]
-            what = "the token axis is missing" if axis == "tokens" else f"the {noun} axis is too short"
-            if axis == "params" and len(found[axis]) == 1:
-                what = "the model-size axis is missing"
+            name = {"tokens": "token", "params": "model-size"}.get(axis, noun)
+            what = f"the {name} axis is {'missing' if len(found[axis]) == 1 else 'too short'}"
             return (f"the {len(points)} points have {_describe(found[axis], axis)}: {what} "
                     f"(at least {MIN_VALUES} distinct {noun}s are needed)")
     return None
