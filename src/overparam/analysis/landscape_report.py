@@ -312,7 +312,8 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
     reached = [s for s in sizes if s["n_reached"]]
     never = [s for s in sizes if not s["n_reached"]]
     last = max((r["last_step"] for r in steps["runs"]), default=0)
-    seeds = " (median over the seeds that reached it)" if any(s["n_runs"] > 1 for s in reached) else ""
+    runs = "runs" if doc.get("pooled") else "seeds"  # pooled over another setting, a width's runs are not seeds
+    seeds = f" (median over the {runs} that reached it)" if any(s["n_runs"] > 1 for s in reached) else ""
     out = []
     if not reached:
         finals = [r["final"] for r in steps["runs"] if r["final"] is not None]
@@ -335,7 +336,6 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
                  f"{word}{'s' if len(never) > 1 else ''} {_list(names)}")
         out.append(f"{len(never)} of {len(sizes)} {word}s never reached it in {fmt_int(last)} steps ({which}).")
     partial = [s for s in reached if s["n_reached"] < s["n_runs"]]
-    runs = "runs" if doc.get("pooled") else "seeds"  # pooled over another setting, a width's runs are not seeds
     if partial:
         s = partial[0]
         share = f"{s['n_reached']} of {s['n_runs']}"
