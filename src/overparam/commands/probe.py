@@ -70,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
     base = doc["baseline"]
     print(f"{what}\ntarget {doc['target']}: {doc['classes']} classes, {doc['n_scored']:,} tokens scored over "
           f"{doc['folds']} folds; majority class {doc['majority']:.3f}, control majority {doc['control_majority']:.3f}")
-    print(f"baseline: {BASELINE_WORDS[base['kind']]}: {doc['layers'][0]['baseline_accuracy']:.3f}"
-          + (f" (identity probe: {base['identity_accuracy']:.3f})" if base["kind"] != "identity" else ""))
+    other = ""
+    if base["kind"] == "bigram":
+        other = f"; the identity probe: {base['identity_accuracy']:.3f}"
+    elif "bigram_accuracy" in base:
+        other = f"; the bigram statistics of the training text: {base['bigram_accuracy']:.3f}"
+    print(f"baseline: {BASELINE_WORDS[base['kind']]}: {doc['layers'][0]['baseline_accuracy']:.3f}{other}")
     print(table(doc["layers"]))
     for sentence in read_probe(doc):
         print(sentence)
