@@ -161,7 +161,7 @@ def compress_widest(directory: Path, quick: bool) -> dict[str, Any]:
         return {}
     widest = runs[runs["seed"] == runs["seed"].min()].sort_values("params").iloc[-1]
     doc = compress_run(directory, widest["id"], prune=(0.5, 0.9), prune_structured=(0.5, 0.9),
-                       quantize=["int8", "int4"] if quick else None, distill_widths=(32,) if not quick else (),
+                       quantize=["int8", "int4"] if quick else ["all"], distill_widths=(32,) if not quick else (),
                        onnx=not quick, repeats=10 if quick else 30)
     def pick(method: str, variant: str | None = None, setting: Any = None) -> list[dict[str, Any]]:
         return [m for m in doc["models"] if m["method"] == method and m.get("sentence")

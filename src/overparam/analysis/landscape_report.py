@@ -312,7 +312,8 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
     reached = [s for s in sizes if s["n_reached"]]
     never = [s for s in sizes if not s["n_reached"]]
     last = max((r["last_step"] for r in steps["runs"]), default=0)
-    seeds = " (median over the seeds that reached it)" if any(s["n_runs"] > 1 for s in reached) else ""
+    runs = "runs" if doc.get("pooled") else "seeds"  # pooled over another setting, a width's runs are not seeds
+    seeds = f" (median over the {runs} that reached it)" if any(s["n_runs"] > 1 for s in reached) else ""
     out = []
     if not reached:
         finals = [r["final"] for r in steps["runs"] if r["final"] is not None]
@@ -338,8 +339,8 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
     if partial:
         s = partial[0]
         share = f"{s['n_reached']} of {s['n_runs']}"
-        out.append(f"Only {share} seeds of {word} {s['size']} reached it." if len(partial) == 1 else
-                   f"At {len(partial)} {word}s only some seeds reached it (e.g. {word} {s['size']}: {share}).")
+        out.append(f"Only {share} {runs} of {word} {s['size']} reached it." if len(partial) == 1 else
+                   f"At {len(partial)} {word}s only some {runs} reached it (e.g. {word} {s['size']}: {share}).")
     out.append(f"Threshold: {doc['threshold_rule']['text']}. A step is the first evaluated step at or below it, "
                f"so it is only as fine as the stored curve ({doc['evaluated_steps']} evaluated steps per run).")
     if doc.get("pooled"):

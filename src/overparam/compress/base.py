@@ -54,6 +54,16 @@ class Subject:
         return self.task.kind == "lm"
 
     @property
+    def n_test(self) -> int:
+        """Test examples :meth:`evaluate` scores (predicted tokens for a language model)."""
+        if self.is_lm:
+            from overparam.train.lm import eval_offsets
+
+            context = self.config["model"]["context"]
+            return int(len(eval_offsets(len(self.tensors["tokens_test"]), context)) * context)
+        return int(len(self.tensors["x_test"]))
+
+    @property
     def train(self) -> dict[str, Any]:
         return self.config["train"]
 

@@ -89,7 +89,10 @@ def lottery(bench: Bench, targets: list[float], rate: float, rewind_step: int | 
 
 def onnx_dense(bench: Bench, dense: dict[str, Any]) -> None:
     """Export the dense model, check ONNX Runtime against PyTorch, time it (kept in the dense entry)."""
+    import time
+
     subject = bench.subject
+    started = time.perf_counter()
     path = lat.export_onnx(subject.model, subject.example(1), bench.files / "dense.onnx")
     session = lat.OnnxModel(path, threads=torch.get_num_threads())
     diff = max(lat.max_abs_diff(subject.model, session, subject.example(n)) for n in (1, 64))
@@ -98,9 +101,10 @@ def onnx_dense(bench: Bench, dense: dict[str, Any]) -> None:
                             "latency_ms_b1": cost["latency_b1"]["median"],
                             "latency_ms_b64": cost["latency_b64"]["median"],
                             "latency_b1": cost["latency_b1"], "latency_b64": cost["latency_b64"],
-                            **subject.evaluate(session)}
+                            **subject.evaluate(session), "seconds": round(time.perf_counter() - started, 3)}
     bench.log(f"  onnx: max |ONNX Runtime − PyTorch| = {diff:.2e}; "
-              f"fp32 b1 {cost['latency_b1']['median']:.3f} ms")
+              f"fp32 b1 {cost['latency_b1']['median']:.3f} ms  ({dense['onnxruntime']['seconds']:.1f} s)")
+    bench.restart_clock()
 
 
 def quantize(bench: Bench, schemes: list, dense: dict[str, Any]) -> None:

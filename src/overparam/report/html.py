@@ -41,16 +41,27 @@ def sweep_dirs(directory: Path) -> list[Path]:
     return found
 
 
+def inline(text: str) -> str:
+    """Escaped text with `code` spans (a command, an option) set as <code>, never as raw backticks."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unmatched backtick: keep it, literally
+        return html.escape(text)
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 def _render_section(section: Section, figure_dir: Path, prefix: str) -> str:
+    if section.brief:  # a section with nothing to show: one line, not a heading over a lone verdict
+        line = inline(" ".join(section.sentences))
+        return f'<p class="brief"><strong>{html.escape(section.title)}</strong>: {line}</p>'
     parts = [f"<h3>{html.escape(section.title)}</h3>"]
     if section.sentences:
-        items = "".join(f"<li>{html.escape(s)}</li>" for s in section.sentences)
+        items = "".join(f"<li>{inline(s)}</li>" for s in section.sentences)
         parts.append(f'<ul class="reading">{items}</ul>')
     for name, png, caption in section.figures:
         (figure_dir / f"{prefix}{name}").write_bytes(png)
         data = base64.b64encode(png).decode()
-        parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append(f'<figure><img alt="{html.escape(caption.replace("`", ""))}" '
+                     f'src="data:image/png;base64,{data}"><figcaption>{inline(caption)}</figcaption></figure>')
     tables = "".join(section.tables)
     if section.collapsed and tables:
         parts = [f"<details><summary>{html.escape(section.title)}</summary>{tables}</details>"]
@@ -78,7 +89,7 @@ def _part_html(ctx: SweepContext, figure_dir: Path, prefix: str, intro: str | No
     head = f'<section class="part" id="{anchor}"><h2>{html.escape(ctx.name)}</h2>'
     head += f'<p class="setup">{html.escape(setup_line["text"])}</p>'
     if intro:
-        head += f'<p class="reading">{html.escape(intro)}</p>'
+        head += f'<p class="reading">{inline(intro)}</p>'
     head += f'<p class="meta">sweep directory: {html.escape(str(ctx.dir))}</p>'
     return head + "\n".join(body) + "</section>", summary
 
@@ -150,8 +161,8 @@ def build_report(directory: str | Path, title: str | None = None, settings: Repo
     lead = ""
     if headline:
         lead = '<section class="part lead"><h2>The answer</h2><ul class="reading">' + "".join(
-            f"<li><strong>{html.escape(c['text'])}</strong></li>" if c.get("kind") == "answer" else
-            f"<li>{html.escape(c['text'])}</li>" for c in lead_claims) + "</ul></section>"
+            f"<li><strong>{inline(c['text'])}</strong></li>" if c.get("kind") == "answer" else
+            f"<li>{inline(c['text'])}</li>" for c in lead_claims) + "</ul></section>"
     nav = " ".join(f'<a href="#{html.escape(d.name)}">{html.escape(parts[d.name]["name"])}</a>' for d in dirs)
     template = Template(resources.files("overparam.report").joinpath("templates/report.html").read_text())
     page = template.substitute(

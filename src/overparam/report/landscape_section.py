@@ -131,11 +131,11 @@ def path_figure(doc: dict[str, Any]) -> bytes:
     return plots.to_png(fig)
 
 
-def _table(steps: dict[str, Any], doc: dict[str, Any] | None, word: str) -> str:
+def _table(steps: dict[str, Any], doc: dict[str, Any] | None, word: str, pooled: bool = False) -> str:
     paths: dict[Any, list[dict[str, Any]]] = {}
     for p in (doc or {}).get("paths", []):
         paths.setdefault(p["size"], []).append(p)
-    cols = [word, "params", "seeds that reached it", "median step"]
+    cols = [word, "params", f"{'runs' if pooled else 'seeds'} that reached it", "median step"]
     if doc:
         cols += ["barrier (max over runs)", "monotonic along the line"]
     rows = []
@@ -198,7 +198,7 @@ def landscape_section(ctx: SweepContext) -> Section | None:
         section.sentences.append("`overparam landscape DIR` adds the loss along the straight line from the initial "
                                  "to the trained weights, per width.")
     if steps:
-        section.tables.append(_table(steps, doc, word))
+        section.tables.append(_table(steps, doc, word, bool(lr.pooled_settings(runs, axis))))
     section.summary = {"axis": axis, "metric": metric, "sentences": section.sentences,
                        "landscape_json": "fresh" if doc else "absent or stale"}
     if steps:

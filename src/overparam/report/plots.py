@@ -14,6 +14,20 @@ import pandas as pd  # noqa: E402
 COLORS = {"test": "#c0392b", "train": "#2c7fb8", "theory": "#444444"}
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Round ticks for a log axis from ``lo`` to ``hi``: 1-2-5 per decade, or finer (1, 1.5, 2, 3, 4,
+    5, 6, 8) when the range holds fewer than three of those. Plain numbers at these read at a glance;
+    matplotlib's default minor labels (4×10⁻¹, 6×10⁻¹) crowd and its major ones may not appear at all."""
+    import math
+
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 8)):
+        inside = [round(m * 10.0 ** e, 12) for e in decades for m in steps if lo <= m * 10.0 ** e <= hi]
+        if len(inside) >= 3:
+            return inside
+    return inside
+
+
 def to_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

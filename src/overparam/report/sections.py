@@ -19,7 +19,7 @@ import pandas as pd
 
 from overparam.analysis.double_descent import EPS, TOLERANCE
 from overparam.report import plots
-from overparam.report.claims import texts
+from overparam.report.claims import Sentence, texts
 from overparam.report.reading import read_curve_claims
 
 
@@ -32,6 +32,7 @@ class Section:
     summary: dict[str, Any] = field(default_factory=dict)
     collapsed: bool = False
     claims: list[dict[str, Any]] = field(default_factory=list)  # the sentences with their numbers (report.claims)
+    brief: bool = False  # nothing to show: the title and its one sentence on one line
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,12 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     dd = ctx.double_descent
     if not dd:
         return None
+    short = too_few_sizes(dd["curves"])
+    if short:
+        return Section(title="Double descent", sentences=[short["text"]], brief=True, claims=[short],
+                       summary={"curves": dd["curves"], "answer": dd["answer"], "sentences": [short["text"]],
+                                "claims": [short], "n_sizes": max(len(c["points"]) for c in dd["curves"]),
+                                "min_sizes": MIN_SIZES, "n_curves": len(dd["curves"])})
     family = ctx.first("model.family")
     section = Section(title="Double descent")
     for i, curve in enumerate(dd["curves"]):
@@ -135,6 +142,32 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]], "answer": dd["answer"],
                        "sentences": section.sentences, "claims": section.claims}
     return section
+
+
+MIN_SIZES = 3  # a threshold, a peak and a descent after it need three sizes on a curve
+
+
+def too_few_sizes(curves: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The one claim a double-descent section makes when no curve has ``MIN_SIZES`` sizes, else None."""
+    counts = [len(c["points"]) for c in curves]
+    if not counts or max(counts) >= MIN_SIZES:
+        return None
+    say = Sentence()
+    sizes = sorted({p["size"] for c in curves for p in c["points"]}, key=lambda v: (str(type(v)), v))
+    axis = curves[0]["axis"]
+    fixed = sorted({k for c in curves for k in c["fixed"]})
+    what = (f"each of the {_count(len(curves))} curves (one per setting of {', '.join(fixed)}) has"
+            if len(curves) > 1 else "the curve has")
+    named = " and ".join(say.num(v) if isinstance(v, (int, float)) else str(v) for v in sizes)
+    most = max(counts)
+    return say.claim(f"not read: {what} {_count(most)} size{'s' if most != 1 else ''} ({axis} {named}); a "
+                     f"threshold and a peak need at least {_count(MIN_SIZES)}.")
+
+
+def _count(n: int) -> str:
+    """A small count in words: a structural fact of the sweep, not a measured number to check against JSON."""
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[n] if 0 <= n < len(words) else f"{n:,}"
 
 
 def runs_table_section(ctx: SweepContext) -> Section | None:
