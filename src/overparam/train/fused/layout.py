@@ -40,13 +40,16 @@ GPT_SHAPE_KEYS = ("n_layer", "d_model", "n_head", "tied")  # gpt members bucket 
 def fusable(config: dict[str, Any]) -> bool:
     """Gradient-trained runs of the families this engine knows (closed form never fuses).
 
-    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel.
+    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel; nor
+    does an ``mlp`` on augmented images (``task.augment``), which only the loop and the conv engine apply.
     """
     from overparam.train.recipe import CLOSED_FORM
 
     family = config["model"]["family"]
     if family == "gpt" and config["train"]["dropout"] > 0:
         return False
+    if config["task"].get("augment", "none") != "none" and family not in CONV_FAMILIES:
+        return False  # only the conv engine draws per-batch augmentation (``task.augment``); the others train alone
     return family in FAMILIES and config["train"]["optimizer"] not in CLOSED_FORM
 
 
