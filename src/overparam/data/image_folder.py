@@ -119,6 +119,9 @@ def list_images(root: Path) -> tuple[list[tuple[Path, str, bool]], list[str]]:
                 raise DataError(f"{folder}: an empty class folder (no {', '.join(IMAGE_SUFFIXES[:4])}, … images)")
             if not is_test:
                 classes.append(folder.name)
+            if is_test and folder.name not in classes:
+                raise DataError(f"{folder}: test class {folder.name!r} has no training folder (classes: "
+                                f"{', '.join(classes[:20])})")
             entries.extend((f, folder.name, is_test) for f in files)
     return entries, classes
 
@@ -151,22 +154,36 @@ def _headers(entries: list[tuple[Path, str, bool]]) -> tuple[list[tuple[int, int
     return sizes, modes
 
 
-def _pixels(path: Path, gray: bool, size: tuple[int, int]) -> np.ndarray:
-    """(C, H, W) uint8 of one image at ``size`` (height, width)."""
+def pil_pixels(img: Any, gray: bool, size: tuple[int, int]) -> np.ndarray:
+    """(C, H, W) uint8 of a loaded Pillow image at ``size`` (height, width), 1 or 3 channels."""
     from PIL import Image
 
+    if gray and img.mode.startswith("I;16"):
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
+    img = img.convert("L" if gray else "RGB")
+    if img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    a = np.asarray(img, dtype=np.uint8)
+    return a[None] if gray else a.transpose(2, 0, 1)
+
+
+def _pixels(path: Path, gray: bool, size: tuple[int, int]) -> np.ndarray:
     try:
         with _open(path) as img:
             img.load()
-            if gray and img.mode.startswith("I;16"):
-                img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
-            img = img.convert("L" if gray else "RGB")
-            if img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            a = np.asarray(img, dtype=np.uint8)
+            return pil_pixels(img, gray, size)
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data past the header
         raise DataError(f"{path}: unreadable image ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
-    return a[None] if gray else a.transpose(2, 0, 1)
+
+
+def size_of(sizes: list[tuple[int, int]], names: list[str], where: str) -> tuple[int, int]:
+    """(height, width) shared by every image (Pillow sizes are (width, height)); else a DataError."""
+    other = next((i for i, s in enumerate(sizes) if s != sizes[0]), None)
+    if other is not None:
+        (w0, h0), (w1, h1) = sizes[0], sizes[other]
+        raise DataError(f"{where}: images of different sizes ({names[0]} is {w0}×{h0}, {names[other]} is {w1}×{h1}); "
+                        f"set task.image_size (e.g. image_size: {min(h0, h1)}) to resize them all")
+    return sizes[0][1], sizes[0][0]
 
 
 def decode(root: Path, entries: list[tuple[Path, str, bool]], classes: list[str],
@@ -174,12 +191,7 @@ def decode(root: Path, entries: list[tuple[Path, str, bool]], classes: list[str]
     """Every image as uint8 (n, C, H, W); DataErrors name the file (unreadable, mixed sizes, too large)."""
     sizes, modes = _headers(entries)
     if image_size is None:
-        other = next((i for i, s in enumerate(sizes) if s != sizes[0]), None)
-        if other is not None:
-            (w0, h0), (w1, h1) = sizes[0], sizes[other]
-            raise DataError(f"{root}: images of different sizes ({entries[0][0]} is {w0}×{h0}, {entries[other][0]} is "
-                            f"{w1}×{h1}); set task.image_size (e.g. image_size: {min(h0, h1)}) to resize them all")
-        image_size = (sizes[0][1], sizes[0][0])
+        image_size = size_of(sizes, [str(p) for p, _, _ in entries], str(root))
     gray = all(m in GRAY_MODES for m in modes)
     channels = 1 if gray else 3
     check_fits(root, BUFFER_FACTOR * len(entries) * channels * image_size[0] * image_size[1] * DECODED_BYTES,
@@ -188,10 +200,6 @@ def decode(root: Path, entries: list[tuple[Path, str, bool]], classes: list[str]
     for i, (path, _, _) in enumerate(entries):
         x[i] = _pixels(path, gray, image_size)
     index = {c: i for i, c in enumerate(classes)}
-    missing = next(((p, c) for p, c, _ in entries if c not in index), None)
-    if missing is not None:
-        raise DataError(f"{missing[0].parent}: test class {missing[1]!r} has no training folder (classes: "
-                        f"{', '.join(classes[:20])})")
     y = np.asarray([index[c] for _, c, _ in entries], dtype=np.int64)
     return Decoded(x, y, np.asarray([t for _, _, t in entries], dtype=bool), classes,
                    [p.relative_to(root).as_posix() for p, _, _ in entries])

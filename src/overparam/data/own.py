@@ -160,6 +160,11 @@ def encode_classes(pool: np.ndarray, test: np.ndarray, source: str, test_row: Ca
         y_test = np.fromiter((index[v] for v in test_list), dtype=np.int64, count=len(test_list))
     else:
         y_pool, y_test = pool.astype(np.int64), test.astype(np.int64)
+        for labels, row in ((y_pool, lambda i: source), (y_test, test_row)):
+            bad = np.flatnonzero((labels < 0) | (labels >= len(names)))
+            if len(bad):
+                raise DataError(f"{row(int(bad[0]))}: label {int(labels[bad[0]])} is not a class id 0..{len(names) - 1}"
+                                f" ({len(bad)} such rows; -1 marks a missing label)")
     if len(names) < 2:
         raise DataError(f"{source}: only one class ({names[0] if names else 'none'!r}) in the target; "
                         f"classification needs at least 2")

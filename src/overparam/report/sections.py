@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from overparam.data import is_language_task
 from overparam.report import plots
 from overparam.report.reading import read_curve
 
@@ -85,8 +86,13 @@ class SweepContext:
         return None
 
 
+def language_sweep(ctx: SweepContext) -> bool:
+    """A sweep of language models (``text``, ``markov``, ``hf`` with a text_column): no error rates."""
+    return is_language_task({"kind": ctx.first("task.kind"), "text_column": ctx.first("task.text_column")})
+
+
 def double_descent_section(ctx: SweepContext) -> Section | None:
-    if ctx.first("task.kind") in ("text", "markov"):
+    if language_sweep(ctx):
         return None  # language models: the scaling section reads them
     dd = ctx.double_descent
     if not dd:
