@@ -154,7 +154,9 @@ def _check(arrays: dict[str, np.ndarray], where: dict[str, str]) -> None:
         if x.ndim == 0 or y.ndim == 0:
             raise DataError(f"{where[xk if x.ndim == 0 else yk]}: a scalar; expected one row per example")
         if len(x) != len(y):
-            raise DataError(f"{where[xk]} has {len(x)} rows but {where[yk]} has {len(y)}; they must match")
+            file, _, name = where[yk].partition(": ")
+            other = name if name and where[xk].startswith(f"{file}: ") else where[yk]
+            raise DataError(f"{where[xk]} has {len(x)} rows but {other} has {len(y)}; they must match")
         if len(x) == 0:
             raise DataError(f"{where[xk]}: no rows")
         if x.dtype.kind not in "biuf":
@@ -167,7 +169,7 @@ def _check(arrays: dict[str, np.ndarray], where: dict[str, str]) -> None:
                 if bad.any():
                     row = int(np.argmax(bad))
                     raise DataError(f"{where[key]}: NaN or infinite value in row {row} (counting from 0; "
-                                    f"{int(bad.sum())} rows in all)")
+                                    f"{int(bad.sum())} such row{'s' if bad.sum() > 1 else ''})")
     if "x_test" in arrays and arrays["x_test"].shape[1:] != arrays["x"].shape[1:]:
         raise DataError(f"{where['x_test']} has rows of shape {arrays['x_test'].shape[1:]} but {where['x']} "
                         f"{arrays['x'].shape[1:]}")

@@ -107,7 +107,7 @@ def _datasets() -> Any:
     datasets.config.HF_DATASETS_OFFLINE = True
     datasets.config.HF_HUB_OFFLINE = True
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a failed read logs its error too: one line, ours
     return datasets
 
 
@@ -266,24 +266,24 @@ def _pil(value: Any, where: str) -> Any:
         return value
     if isinstance(value, dict):
         value = value.get("bytes") or value.get("path")
+    if not isinstance(value, (bytes, bytearray, str)):
+        raise DataError(f"{where}: holds {type(value).__name__}, not an image")
     try:
-        if isinstance(value, (bytes, bytearray)):
-            img = Image.open(io.BytesIO(value))
-        elif isinstance(value, str):
-            img = Image.open(value)
-        else:
-            raise DataError(f"{where}: holds {type(value).__name__}, not an image")
+        img = Image.open(io.BytesIO(value) if isinstance(value, (bytes, bytearray)) else value)
         img.load()
         return img
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{where}: image too large to decode ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{where}: unreadable image ({exc.__class__.__name__}: {_first_line(exc)})") from exc
 
 
 def _images(ds: Any, column: str, where: str) -> list[Any]:
-    out = []
-    for i, value in enumerate(ds[column]):
-        out.append(_pil(value, f"{where}: column {column!r} row {i + 1}"))
-    return out
+    """Every image of the column, decoded here (not by the library) so a bad one is named by its row."""
+    feature = ds.features[column]
+    if type(feature).__name__ == "Image" and feature.decode:
+        ds = ds.cast_column(column, type(feature)(decode=False))  # {bytes, path} dicts
+    return [_pil(value, f"{where}: column {column!r} row {i + 1}") for i, value in enumerate(ds[column])]
 
 
 def _image_task(train: Any, test: Any | None, opts: dict[str, Any], where: str, test_where: str | None,

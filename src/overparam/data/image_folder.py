@@ -33,6 +33,7 @@ import hashlib
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,10 +137,18 @@ def folder_key(root: Path, entries: list[tuple[Path, str, bool]], size: tuple[in
 
 
 def _open(path: Path):
+    """The image, header read; its pixels load later. Pillow's decompression-bomb guard stays on for
+    images past twice its pixel limit (an error naming the file); below that, ``check_fits`` decides."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{path}: image too large to decode ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
 
@@ -239,38 +248,45 @@ def _write_cache(path: Path, key: str, d: Decoded) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def read_folder(root: Path, image_size: tuple[int, int] | None, cache_dir: Path | None) -> tuple[Decoded, str]:
-    """The folder decoded, and where it came from: ``memory``, ``disk`` (the cache) or ``decoded``."""
+def read_folder(root: Path, image_size: tuple[int, int] | None, cache_dir: Path | None
+                ) -> tuple[Decoded, str, Callable[[], None]]:
+    """The folder decoded; where it came from (``memory``, ``disk``: the cache, or ``decoded``); and the
+    function that keeps it in the cache, for the caller to run once the task is built (a load that
+    fails later leaves the sweep directory as it was)."""
     entries, classes = list_images(root)
     key = folder_key(root, entries, image_size)
     cached = _cache_file(cache_dir, root, key) if cache_dir is not None else None
     if key in _MEMORY:
         _MEMORY.move_to_end(key)
-        if cached is not None and not cached.is_file():  # decoded earlier without a cache folder
-            _write_cache(cached, key, _MEMORY[key])
-        return _MEMORY[key], "memory"
-    found, how = (_read_cache(cached, key) if cached is not None else None), "disk"
-    if found is None:
-        found, how = decode(root, entries, classes, image_size), "decoded"
-        if cached is not None:
+        found, how = _MEMORY[key], "memory"
+    else:
+        found, how = (_read_cache(cached, key) if cached is not None else None), "disk"
+        if found is None:
+            found, how = decode(root, entries, classes, image_size), "decoded"
+        _MEMORY[key] = found
+        while len(_MEMORY) > MEMORY_KEEP:
+            _MEMORY.popitem(last=False)
+
+    def keep() -> None:
+        if cached is not None and how != "disk" and not cached.is_file():
             _write_cache(cached, key, found)
-    _MEMORY[key] = found
-    while len(_MEMORY) > MEMORY_KEEP:
-        _MEMORY.popitem(last=False)
-    return found, how
+
+    return found, how, keep
 
 
 def load(opts: dict[str, Any], cache_dir: Path | None = None) -> TaskData:
     root = existing(opts["path"], "path", "a folder of images: train/<class>/<image>", folder=True)
     size = opts["image_size"]
     size = None if size is None else (size, size) if isinstance(size, int) else (size[0], size[1])
-    d, how = read_folder(root, size, cache_dir)
+    d, how, keep = read_folder(root, size, cache_dir)
     pool, test = np.flatnonzero(~d.is_test), np.flatnonzero(d.is_test)
     tr, te = split_pools(len(pool), len(test) if len(test) else None, opts, str(root), "images")
     test_rows = test[te] if len(test) else pool[te]
     _, _, classes = encode_classes(d.y[pool], d.y[test_rows], f"{root}", lambda i: d.files[test_rows[i]],
                                    names=d.classes)
-    return make_task("images", d.x[pool[tr]], d.y[pool[tr]], d.x[test_rows], d.y[test_rows], opts, str(root),
+    task = make_task("images", d.x[pool[tr]], d.y[pool[tr]], d.x[test_rows], d.y[test_rows], opts, str(root),
                      n_classes=len(classes),
                      info={"classes": classes, "image_size": list(d.x.shape[2:]), "channels": d.x.shape[1],
                            "cache": how})
+    keep()
+    return task

@@ -156,7 +156,7 @@ def encode_classes(pool: np.ndarray, test: np.ndarray, source: str, test_row: Ca
         bad = next((i for i, v in enumerate(test_list) if v not in index), None)
         if bad is not None:
             raise DataError(f"{test_row(bad)}: class {_class_name(test_list[bad])!r} does not occur in the "
-                            f"training data {source} (classes: {', '.join(names[:20])})")
+                            f"training data ({source}; classes: {', '.join(names[:20])})")
         y_test = np.fromiter((index[v] for v in test_list), dtype=np.int64, count=len(test_list))
     else:
         y_pool, y_test = pool.astype(np.int64), test.astype(np.int64)

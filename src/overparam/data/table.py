@@ -192,8 +192,8 @@ def frame_task(name: str, pool: pd.DataFrame, test: pd.DataFrame | None, opts: d
     test_rows = (test if test is not None else pool).iloc[te]
     test_where = test_source if test is not None else source
     train_rows = pool.iloc[tr]
-    x_train, x_test, names = encode_features(train_rows, test_rows, features, kinds, source)
-    info.update(features=names, test_source=test_where)
+    x_train, x_test, names, stats = encode_features(train_rows, test_rows, features, kinds, source)
+    info.update(features=names, standardized=stats, test_source=test_where)
     if problem == "regression":
         return regression_task(name, x_train, _values(train_rows[target]), x_test, _values(test_rows[target]),
                                opts, info)
@@ -214,10 +214,10 @@ def _check_columns(frame: pd.DataFrame, target: str, features: list[str] | None,
 
 def categorical_looking(series: pd.Series) -> bool:
     """A text column reads as categories: at most ``MAX_CATEGORIES`` distinct values, and values repeat
-    (at most 10 distinct, or at most one distinct value per two rows): not free text, not an id."""
+    (some value twice, and at most 10 distinct or one distinct value per two rows): not free text, not an id."""
     values = series.dropna()
     distinct = values.astype(str).nunique()
-    return distinct <= MAX_CATEGORIES and (distinct <= 10 or 2 * distinct <= len(values))
+    return distinct <= MAX_CATEGORIES and distinct < len(values) and (distinct <= 10 or 2 * distinct <= len(values))
 
 
 def column_kind(series: pd.Series, name: str, source: str) -> str:
@@ -317,9 +317,10 @@ def _values(series: pd.Series) -> np.ndarray:
 
 
 def encode_features(train: pd.DataFrame, test: pd.DataFrame, features: list[str], kinds: dict[str, str],
-                    source: str = "the data") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(x_train, x_test, encoded column names), float64, fitted on ``train`` alone (see the module doc)."""
-    blocks_tr, blocks_te, names = [], [], []
+                    source: str = "the data") -> tuple[np.ndarray, np.ndarray, list[str], dict[str, list[float]]]:
+    """(x_train, x_test, encoded column names, {numeric column: [training mean, std]}), float64, fitted
+    on ``train`` alone (see the module doc)."""
+    blocks_tr, blocks_te, names, stats = [], [], [], {}
     for col in features:
         if kinds[col] == "numeric":
             a = train[col].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -329,6 +330,7 @@ def encode_features(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
                 raise DataError(f"{source}: column {col!r} has no value in the training split (every one is missing)")
             mean, std = known.mean(), known.std()
             std = std if std > 0 else 1.0
+            stats[col] = [float(mean), float(std)]
             a, b = (a - mean) / std, (b - mean) / std
             a[~np.isfinite(a)] = 0.0  # missing: mean → the training mean, which standardizes to 0
             b[~np.isfinite(b)] = 0.0
@@ -339,7 +341,8 @@ def encode_features(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
             cats = sorted(set(train[col].dropna().astype(str)))
             index = {c: i for i, c in enumerate(cats)}
             a, b = _one_hot(train[col], index), _one_hot(test[col], index)
-            freq = np.nan_to_num(a).mean(axis=0) if len(a) else np.zeros(len(cats))
+            known = ~np.isnan(a).any(axis=1)
+            freq = a[known].mean(axis=0) if known.any() else np.zeros(len(cats))
             a = np.where(np.isnan(a), freq, a)  # missing: mean → the training category frequencies
             b = np.where(np.isnan(b), freq, b)
             blocks_tr.append(a)
@@ -347,7 +350,7 @@ def encode_features(train: pd.DataFrame, test: pd.DataFrame, features: list[str]
             names.extend(f"{col}={c}" for c in cats)
     if not names:
         raise DataError(f"{source}: no feature to encode (the features' training values are all missing)")
-    return np.concatenate(blocks_tr, axis=1), np.concatenate(blocks_te, axis=1), names
+    return np.concatenate(blocks_tr, axis=1), np.concatenate(blocks_te, axis=1), names, stats
 
 
 def _one_hot(series: pd.Series, index: dict[str, int]) -> np.ndarray:
