@@ -97,6 +97,8 @@ def validate(task: dict[str, Any]) -> None:
         raise SpecError("task.image_column, task.feature_columns: name one (images, or columns of features)")
     if task["image_column"] is None and task["augment"] != "none":
         raise SpecError(f"task.augment: {task['augment']} needs an image_column")
+    if task["image_column"] is not None and task["problem"] == "regression":
+        raise SpecError("task.problem: an image_column makes a classification task (label_column holds classes)")
 
 
 def _datasets() -> Any:

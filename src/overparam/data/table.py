@@ -139,6 +139,8 @@ def read_frame(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: malformed {fmt.upper()}: {str(exc).strip().splitlines()[-1]}") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte offset {exc.start})") from exc
+    except ImportError as exc:  # a compression codec pandas reads through an optional package (.zst)
+        raise DataError(f"{path}: reading it needs an optional package ({str(exc).splitlines()[0]})") from exc
     except (OSError, EOFError, ValueError) as exc:  # corrupt compression, pyarrow errors (ArrowInvalid is one)
         raise DataError(f"{path}: cannot read as {fmt.upper()} ({str(exc).strip().splitlines()[0]})") from exc
     except Exception as exc:  # pyarrow's own error types do not all derive from the above
