@@ -41,6 +41,7 @@ from overparam.data.own import (
     existing,
     own_options,
     regression_task,
+    require_keys,
     resolve_problem,
     split_pools,
     standardize_columns,
@@ -195,7 +196,15 @@ def _chw(x: np.ndarray, layout: str) -> np.ndarray:
     return x.transpose(0, 3, 1, 2) if layout == "nhwc" else x
 
 
+def validate(task: dict[str, Any]) -> None:
+    """Checked with the spec, before anything loads."""
+    require_keys(task, {"path": "an .npz with x, y, or an .npy of inputs (with task.labels)"})
+    if (task["test_path"] is None) != (task["test_labels"] is None):
+        raise SpecError("task.test_path, task.test_labels: give both or neither")
+
+
 def load(opts: dict[str, Any]) -> TaskData:
+    validate(opts)
     arrays, where = _pools(opts)
     _check(arrays, where)
     x, y = arrays["x"], arrays["y"]

@@ -41,7 +41,15 @@ from overparam.data.base import TaskData
 from overparam.data.image_folder import GRAY_MODES, pil_pixels, size_of
 from overparam.data.image_folder import OPTIONS as IMAGE_OPTIONS
 from overparam.data.images import make_task
-from overparam.data.own import BUFFER_FACTOR, check_fits, encode_classes, looks_like_hub_name, own_options, split_pools
+from overparam.data.own import (
+    BUFFER_FACTOR,
+    check_fits,
+    encode_classes,
+    looks_like_hub_name,
+    own_options,
+    require_keys,
+    split_pools,
+)
 from overparam.data.table import frame_task
 from overparam.errors import DataError, SpecError, require
 from overparam.options import Option
@@ -83,6 +91,7 @@ OPTIONS["test_size"] = Option(int, None, "test examples (with text_column: valid
 
 def validate(task: dict[str, Any]) -> None:
     """Which task the columns make, checked with the spec (before anything loads)."""
+    require_keys(task, {"path": "a save_to_disk folder, or .parquet/.json/.jsonl/.csv/.arrow files"})
     text, label = task["text_column"], task["label_column"]
     if (text is None) == (label is None):
         raise SpecError("task.text_column, task.label_column: name exactly one (text_column: a language-model "

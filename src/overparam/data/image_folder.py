@@ -42,7 +42,7 @@ import numpy as np
 
 from overparam.data.base import TaskData
 from overparam.data.images import image_options, make_task
-from overparam.data.own import BUFFER_FACTOR, check_fits, encode_classes, existing, split_pools
+from overparam.data.own import BUFFER_FACTOR, check_fits, encode_classes, existing, require_keys, split_pools
 from overparam.errors import DataError
 from overparam.options import Option
 
@@ -272,6 +272,11 @@ def read_folder(root: Path, image_size: tuple[int, int] | None, cache_dir: Path 
             _write_cache(cached, key, found)
 
     return found, how, keep
+
+
+def validate(task: dict[str, Any]) -> None:
+    """Checked with the spec, before anything loads."""
+    require_keys(task, {"path": "a folder of images: train/<class>/<image>"})
 
 
 def load(opts: dict[str, Any], cache_dir: Path | None = None) -> TaskData:

@@ -58,6 +58,13 @@ def own_options(path_doc: str) -> dict[str, Option]:
     return opts
 
 
+def require_keys(task: dict[str, Any], keys: dict[str, str]) -> None:
+    """Spec-time check (a task module's ``validate``): each key in ``keys`` is set; the value says what it is."""
+    for key, what in keys.items():
+        if task.get(key) is None:
+            raise SpecError(f"task.{key}: missing; set it to {what}")
+
+
 def existing(value: str | None, key: str, what: str, folder: bool = False) -> Path:
     """``task.<key>`` as a path that exists and is a file (or a folder); a DataError says what is wrong."""
     kind = "folder" if folder else "file"

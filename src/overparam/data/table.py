@@ -48,6 +48,7 @@ from overparam.data.own import (
     existing,
     own_options,
     regression_task,
+    require_keys,
     resolve_problem,
     split_pools,
 )
@@ -132,7 +133,8 @@ def read_frame(path: Path) -> pd.DataFrame:
         if fmt == "parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep=TEXT_FORMATS[".csv" if fmt == "csv" else ".tsv"], low_memory=False)
+            frame = pd.read_csv(path, sep=TEXT_FORMATS[".csv" if fmt == "csv" else ".tsv"], low_memory=False,
+                                encoding="utf-8-sig")  # -sig: a byte-order mark (Excel's CSV) is not part of a name
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: empty file (no header, no rows)") from exc
     except pd.errors.ParserError as exc:
@@ -153,10 +155,14 @@ def read_frame(path: Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def validate(task: dict[str, Any]) -> None:
+    """Checked with the spec, before anything loads."""
+    require_keys(task, {"path": "a CSV, TSV or Parquet file", "target": "the column to predict"})
+
+
 def load(opts: dict[str, Any]) -> TaskData:
+    validate(opts)
     path = existing(opts["path"], "path", "a CSV, TSV or Parquet file")
-    if opts["target"] is None:
-        raise SpecError("task.target: missing; name the column to predict (e.g. target: label)")
     pool = read_frame(path)
     test = None
     if opts["test_path"] is not None:
@@ -258,15 +264,15 @@ def _as_kinds(frame: pd.DataFrame, kinds: dict[str, str], source: str | None) ->
         if kind != "numeric" or pd.api.types.is_float_dtype(frame[col]):
             continue
         if pd.api.types.is_bool_dtype(frame[col]) or not pd.api.types.is_numeric_dtype(frame[col]):
-            as_numbers = pd.to_numeric(frame[col], errors="coerce")
+            as_numbers = pd.to_numeric(frame[col].astype(object), errors="coerce")
             bad = as_numbers.isna() & frame[col].notna()
             if bad.any():
                 row = bad.index[bad][0]
                 raise DataError(f"{source}: column {col!r} is numeric in the training data but row {row + 1} "
                                 f"holds {frame[col][row]!r}")
-            frame[col] = as_numbers.astype(np.float64)
-        else:
-            frame[col] = frame[col].astype(np.float64)
+            frame[col] = as_numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:  # integers, nullable ones (Int64 with <NA>) included
+            frame[col] = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
     return frame
 
 
