@@ -25,6 +25,11 @@ from overparam.errors import DataError, SpecError
 from overparam.spec import Spec
 
 
+def needs(module: str, extra: str):
+    """Skip, saying why, where an optional extra is not installed (``make test`` installs them all)."""
+    return pytest.importorskip(module, reason=f"needs {module}: pip install 'overparam[{extra}]'")
+
+
 def resolved_task(task: dict, model: dict | None = None) -> dict:
     """The task config as a sweep resolves it (defaults filled, checked against OPTIONS)."""
     return Spec({"task": task, "model": model or {"family": "mlp", "width": 4}}).runs()[0].config["task"]
@@ -110,6 +115,7 @@ def test_table_split_is_seeded_and_disjoint(wine_like):
 
 
 def test_table_regression_target_standardized_by_train(tmp_path):
+    needs("pyarrow", "table")
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x": rng.normal(size=40), "price": rng.normal(1000, 300, 40)})
     frame.iloc[:30].to_parquet(tmp_path / "tr.parquet")
@@ -239,6 +245,7 @@ def test_images_cache_hit_and_invalidation(tmp_path, monkeypatch):
 
 
 def test_hf_text_tokens_equal_the_text_task(tmp_path):
+    needs("datasets", "hf")
     rows = [f"row {i}: the quick brown fox {i * 7}" for i in range(60)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": r, "n": i}) + "\n" for i, r in enumerate(rows)))
     (tmp_path / "d.txt").write_text("\n".join(rows))
@@ -257,6 +264,7 @@ def test_hf_text_tokens_equal_the_text_task(tmp_path):
 
 
 def test_hf_feature_columns_equal_the_table_task(tmp_path, wine_like):
+    needs("datasets", "hf")
     folder, train, _ = wine_like
     train.to_parquet(tmp_path / "t.parquet")
     common = {"target": "kind", "seed": 4, "label_noise": 0.1}
@@ -269,7 +277,7 @@ def test_hf_feature_columns_equal_the_table_task(tmp_path, wine_like):
 
 
 def test_hf_images_and_class_labels(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = needs("datasets", "hf")
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (12, 4, 4), dtype=np.uint8)
 
@@ -314,6 +322,24 @@ def test_models_train_on_any_image_shape_fused_equals_loop(tmp_path, family, sha
     np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-9)
 
 
+def test_conv_regression_on_images_trains_with_the_loop(tmp_path, capsys):
+    """The conv engine is classification-only: a cnn regression group must not be handed to it."""
+    from overparam.store import open_store
+    from overparam.sweep.grouping import plan_groups
+    from overparam.sweep.runner import run_sweep
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "r.npz", x=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), y=rng.normal(size=30))
+    spec = {"task": {"kind": "arrays", "path": str(tmp_path / "r.npz")}, "model": {"family": "cnn"},
+            "train": {"steps": 2, "batch_size": 8}, "vary": {"model.width": [1, 2]}}
+    assert not any(g.fused for g in plan_groups(Spec(spec).runs(), "on", __import__("torch").device("cpu")))
+    capsys.readouterr()
+    run_sweep(spec, tmp_path / "out", fuse="on", progress=False)
+    assert "Traceback" not in capsys.readouterr().err
+    with open_store(tmp_path / "out") as store:
+        assert [r["status"] for r in store.runs()] == ["done", "done"]
+
+
 # ---------------------------------------------------------------- the command line, end to end
 
 
@@ -348,6 +374,8 @@ def own_specs(tmp: Path) -> dict[str, dict]:
 
 @pytest.mark.parametrize("kind", ["table", "arrays", "images", "hf"])
 def test_cli_sweep_runs_analyze_report(tmp_path, capsys, kind):
+    if kind == "hf":
+        needs("datasets", "hf")
     spec = own_specs(tmp_path)[kind]
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
@@ -530,7 +558,7 @@ def _snapshot(folder: Path) -> dict[str, str]:
 def test_bad_data_is_one_line_exit_2_and_the_good_sweep_is_untouched(tmp_path, capsys, good_sweep, case, setup,
                                                                      fragments):
     if case.startswith("hf"):
-        pytest.importorskip("datasets")
+        needs("datasets", "hf")
     image_folder._MEMORY.clear()
     task = setup(tmp_path)
     model = {"family": "gpt", "n_layer": 1, "n_head": 1, "d_model": 8, "context": 8} if "text_column" in task \

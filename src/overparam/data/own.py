@@ -49,7 +49,7 @@ def own_options(path_doc: str) -> dict[str, Option]:
     opts["train_size"] = Option(int, None, "training examples, a seeded subset of the training pool (null: all)",
                                 check=at_most(10**9), nullable=True)
     opts["test_size"] = Option(int, None, "test examples (null: all of the test file or folder; without one, "
-                               f"{DEFAULT_TEST_FRACTION:.0%} of the pool, held out with task.seed)",
+                               f"{DEFAULT_TEST_FRACTION * 100:g} % of the pool, held out with task.seed)",
                                check=at_most(10**9), nullable=True)
     opts["path"] = Option(str, None, path_doc, nullable=True)
     opts["problem"] = Option(str, "auto", "classification or regression (auto: an integer, string or bool target "

@@ -164,12 +164,10 @@ def load(opts: dict[str, Any]) -> TaskData:
     validate(opts)
     path = existing(opts["path"], "path", "a CSV, TSV or Parquet file")
     pool = read_frame(path)
-    test = None
-    if opts["test_path"] is not None:
-        test_path = existing(opts["test_path"], "test_path", "a CSV, TSV or Parquet file with path's columns")
-        test = read_frame(test_path)
-        return frame_task("table", pool, test, opts, str(path), str(test_path))
-    return frame_task("table", pool, None, opts, str(path), None)
+    if opts["test_path"] is None:
+        return frame_task("table", pool, None, opts, str(path), None)
+    test_path = existing(opts["test_path"], "test_path", "a CSV, TSV or Parquet file with path's columns")
+    return frame_task("table", pool, read_frame(test_path), opts, str(path), str(test_path))
 
 
 def frame_task(name: str, pool: pd.DataFrame, test: pd.DataFrame | None, opts: dict[str, Any], source: str,

@@ -101,8 +101,9 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
     load = tasks or _task_loader()
     for members in classes.values():
         task = load(_task_key(members[0]))
-        if (members[0].config["model"]["family"] == "gpt") != (task.kind == "lm"):  # no engine for the pair
-            groups.extend(Group([run]) for run in members)
+        family = members[0].config["model"]["family"]
+        if (family == "gpt") != (task.kind == "lm") or (family in CONV_FAMILIES and task.kind != "classification"):
+            groups.extend(Group([run]) for run in members)  # no engine for the pair (conv: classification only)
             continue
         for chunk in _chunks(members, task, device):
             conv = chunk[0].config["model"]["family"] in CONV_FAMILIES  # grouped convs: no padding, never slower
