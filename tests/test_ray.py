@@ -130,7 +130,11 @@ def test_ctrl_c_cancels_and_leaves_the_store_consistent(tmp_path):
     def interrupt_when_one_lands():  # Ctrl-C as soon as a quick run is stored
         deadline = time.time() + 120
         while time.time() < deadline:
-            if (out / "overparam.sqlite").exists() and "done" in statuses(out).values():
+            try:  # the file may exist before its tables do
+                landed = (out / "overparam.sqlite").exists() and "done" in statuses(out).values()
+            except sqlite3.OperationalError:
+                landed = False
+            if landed:
                 sent_at.append(time.time())
                 sent.set()
                 os.kill(os.getpid(), signal.SIGINT)

@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
         print_json(summary.as_dict())
     elif not bad:
+        if args.no_progress:  # with a progress bar the sweep printed them as it planned
+            for note in summary.notes:
+                print(f"overparam: note: {note}", file=sys.stderr)
         print(f"{summary.planned} runs in {args.out}: {summary.already_done} already done, "
               f"{summary.trained} trained now", file=sys.stderr)
         if summary.trained and args.address and args.snapshot_dir is None and every != "off":

@@ -39,14 +39,19 @@ def prune(bench: Bench, sparsities: list[float], ft: int) -> None:
 def structured(bench: Bench, fractions: list[float], by: str, ft: int) -> None:
     """Units removed per layer, rebuilt smaller; without and with ``ft`` steps of fine-tuning."""
     from overparam.compress.structured import layer_widths, prune_structured
+    from overparam.compress.units import prune_units
+    from overparam.models import is_user_family
 
     subject = bench.subject
     family = subject.config["model"]["family"]
     which = "least important" if by == "importance" else "smallest-norm"
+    user = is_user_family(family)  # a user's module: units masked in place (compress/units.py)
     for f in fractions:
-        small, _ = prune_structured(subject, f, by)
-        widths = layer_widths(small, family)
-        if family == "mlp":
+        small, info = prune_units(subject, f, by) if user else prune_structured(subject, f, by)
+        widths = info["widths"] if user else layer_widths(small, family)
+        if user:
+            what = f"with the {_pct(f)} {which} output units of each hidden layer masked to zero (same shapes)"
+        elif family == "mlp":
             shape = "×".join(str(v) for v in widths.values())
             what = f"rebuilt {shape} wide with the {_pct(f)} {which} neurons removed"
         else:
@@ -55,8 +60,8 @@ def structured(bench: Bench, fractions: list[float], by: str, ft: int) -> None:
             model, summary = small, {}
             if steps:
                 model = copy.deepcopy(small)
-                summary = train_steps(model, subject, steps,
-                                      seed=subject.config["seed"] + FINETUNE_SEED_OFFSET)
+                summary = train_steps(model, subject, steps, seed=subject.config["seed"] + FINETUNE_SEED_OFFSET,
+                                      masks=info.get("masks"))  # masked units stay zero
             bench.add_torch("prune-structured", f, what + _ft(steps), model, f"structured-{f:g}-ft{steps}",
                             variant="ft" if steps else "no-ft", finetune_steps=steps, criterion=by,
                             widths=widths,

@@ -18,7 +18,10 @@ def describe_model(config: dict[str, Any]) -> str:
         return f"a {m['width']}-wide MLP" if m["depth"] == 1 else f"a {m['depth']}×{m['width']} MLP"
     if m["family"] == "gpt":
         return f"a {m['n_layer']}-layer GPT (d_model {m['d_model']}, {m['n_head']} heads)"
-    return f"a {m['family']} model"
+    settings = ", ".join(f"{k} {v}" for k, v in m.items() if k != "family" and isinstance(v, (int, float, str)))
+    target, _, factory = m["family"].rpartition(":")  # a user's factory: "make_net from net.py"
+    name = f"{factory} from {target.replace(chr(92), '/').rsplit('/', 1)[-1]}" if factory else m["family"]
+    return f"a {name} model" + (f" ({settings})" if settings else "")
 
 
 def _count(n: float) -> str:

@@ -26,7 +26,7 @@ TASKS: dict[str, str] = {
     "table": "overparam.data.table", "arrays": "overparam.data.arrays",
     "images": "overparam.data.image_folder", "hf": "overparam.data.hf",
 }
-LANGUAGE_KINDS = ("text", "markov")  # always language-model tasks; ``hf`` is one when it names a text_column
+LANGUAGE_KINDS = ("text", "markov", "icl-markov", "fewshot")  # language-model tasks; ``hf`` too with a text_column
 
 
 def task_module(kind: str) -> ModuleType:

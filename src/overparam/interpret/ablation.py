@@ -25,23 +25,35 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def head_projections(model: nn.Module) -> list[tuple[torch.Tensor, int, int]]:
+    """Per layer: (output projection weight, heads, the weight's dimension that reads the heads).
+
+    ``gpt``: ``attn.proj`` (a Linear, (out, in): dimension 1); ``hf-causal-lm``: the module says
+    (gpt2's ``c_proj`` is a Conv1D, (in, out): dimension 0).
+    """
+    if hasattr(model, "blocks"):
+        return [(block.attn.proj.weight, block.attn.n_head, 1) for block in model.blocks]
+    return model.head_projections()
+
+
 @contextlib.contextmanager
 def heads_removed(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[nn.Module]:
     """The model with ``heads`` ((layer, head) pairs) removed, restored on exit."""
     saved = []
+    layers = head_projections(model)
     with torch.no_grad():
         for layer, head in heads:
-            attn = model.blocks[layer].attn
-            size = attn.proj.in_features // attn.n_head
-            cols = slice(head * size, (head + 1) * size)
-            saved.append((attn.proj.weight, cols, attn.proj.weight[:, cols].clone()))
-            attn.proj.weight[:, cols] = 0.0
+            weight, n_head, dim = layers[layer]
+            size = weight.shape[dim] // n_head
+            cols = weight.narrow(dim, head * size, size)  # a view: the head's inputs to the projection
+            saved.append((cols, cols.clone()))
+            cols.zero_()
     try:
         yield model
     finally:
         with torch.no_grad():
-            for weight, cols, old in reversed(saved):
-                weight[:, cols] = old
+            for cols, old in reversed(saved):
+                cols.copy_(old)
 
 
 @torch.no_grad()
@@ -73,8 +85,8 @@ def head_importance(model: nn.Module, windows: np.ndarray) -> dict[str, Any]:
     model.eval()
     base = window_loss(model, windows)
     heads = []
-    for layer, block in enumerate(model.blocks):
-        for head in range(block.attn.n_head):
+    for layer, (_, n_head, _) in enumerate(head_projections(model)):
+        for head in range(n_head):
             with heads_removed(model, [(layer, head)]):
                 loss = window_loss(model, windows)
             heads.append({"layer": layer, "head": head, "loss": loss, "importance": loss - base})

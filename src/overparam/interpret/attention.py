@@ -67,7 +67,7 @@ def gpt_view(run: Any, text: str | None = None, ablate: bool = True, n_windows: 
     stats = gpt_head_stats(run.model, run.task.tokens_test, run.context, run.task.vocab_size, n_windows)
     heads, layers = stats.heads(), stats.layers()
     ablation = None
-    if ablate:
+    if ablate and (hasattr(run.model, "blocks") or hasattr(run.model, "head_projections")):
         ablation = ablate_run(run, n_tokens=ablation_tokens)
         for h, a in zip(heads, ablation["heads"], strict=True):
             h["importance"] = a["importance"]

@@ -17,6 +17,7 @@ import numpy as np
 
 VERSION = 1
 ARTIFACT = "interpret"
+LANGUAGE_FAMILIES = ("gpt", "hf-causal-lm")  # families whose runs the sweep view inspects
 
 
 def default_target(kind: str) -> str:
@@ -27,7 +28,7 @@ def default_target(kind: str) -> str:
 def select_runs(runs: list[dict[str, Any]], max_sizes: int = 6) -> list[dict[str, Any]]:
     """One finished gpt run per size, the most-trained one; at most ``max_sizes`` sizes spread
     evenly from the smallest to the largest."""
-    done = [r for r in runs if r["status"] == "done" and r["config"]["model"]["family"] == "gpt"
+    done = [r for r in runs if r["status"] == "done" and r["config"]["model"]["family"] in LANGUAGE_FAMILIES
             and r.get("params")]
     best: dict[int, dict[str, Any]] = {}
     for r in done:
@@ -52,9 +53,9 @@ def analyze_run(run: Any, target: str, n_tokens: int, ablation_tokens: int) -> d
     stats = gpt_head_stats(run.model, run.task.tokens_test, run.context, run.task.vocab_size)
     probe = probe_run(run, target, n_tokens)
     ablation = ablate_run(run, n_tokens=ablation_tokens)
-    m = run.config["model"]
+    m = run.shape  # n_layer, d_model, n_head, whatever the family calls them
     return {"id": run.id, "params": run.params, "n_layer": m["n_layer"], "d_model": m["d_model"],
-            "n_head": m["n_head"], "context": m["context"], "test_loss": run.metrics.get("test_loss"),
+            "n_head": m["n_head"], "context": run.context, "test_loss": run.metrics.get("test_loss"),
             "head_layers": stats.layers(), "heads": stats.heads(), "probe": probe["layers"],
             "probe_majority": probe["majority"], "loss": ablation["loss"],
             "importance": [h["importance"] for h in ablation["heads"]], "pruning": ablation["curve"],

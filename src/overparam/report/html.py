@@ -17,7 +17,7 @@ from string import Template
 from typing import Any
 
 from overparam.errors import StoreError
-from overparam.report.sections import BUILDERS, Section, SweepContext
+from overparam.report.sections import BUILDERS, ReportSettings, Section, SweepContext
 from overparam.store import DB_NAME
 
 
@@ -60,7 +60,14 @@ def _render_section(section: Section, figure_dir: Path, prefix: str) -> str:
 
 
 def _part_html(ctx: SweepContext, figure_dir: Path, prefix: str, intro: str | None) -> tuple[str, dict]:
-    body, summary = [], {"name": ctx.name, "directory": str(ctx.dir)}
+    from overparam.report.setup import setup_claim, sweep_setup
+
+    setup = sweep_setup(ctx.runs)
+    setup_line = setup_claim(setup)
+    body, summary = [], {"name": ctx.name, "directory": str(ctx.dir), "setup": {**setup, "claim": setup_line},
+                         "spec": ctx.meta.get("spec")}  # the settings sentences quote ("read from the run configs")
+    if ctx.double_descent:
+        summary["answer"] = ctx.double_descent["answer"]
     for builder in BUILDERS:
         section = builder(ctx)
         if section is None:
@@ -69,42 +76,82 @@ def _part_html(ctx: SweepContext, figure_dir: Path, prefix: str, intro: str | No
         summary[section.title.split(" (")[0].lower().replace(" ", "_")] = section.summary
     anchor = html.escape(ctx.dir.name)
     head = f'<section class="part" id="{anchor}"><h2>{html.escape(ctx.name)}</h2>'
+    head += f'<p class="setup">{html.escape(setup_line["text"])}</p>'
     if intro:
         head += f'<p class="reading">{html.escape(intro)}</p>'
     head += f'<p class="meta">sweep directory: {html.escape(str(ctx.dir))}</p>'
     return head + "\n".join(body) + "</section>", summary
 
 
-def build_report(directory: str | Path, title: str | None = None) -> Path:
-    """Write DIR/report.html, DIR/figures/*.png and DIR/summary.json; return the HTML path."""
+def require_finished(contexts: list[SweepContext], directory: Path) -> None:
+    """A report of nothing is an error, as ``fit`` and ``landscape`` say: one line, exit code 2."""
+    if any(not c.runs.empty and (c.runs["status"] == "done").any() for c in contexts):
+        return
+    from overparam.analysis.double_descent import require_finished as check
+
+    check(contexts[0].runs if len(contexts) == 1 else _concat([c.runs for c in contexts]), directory)
+
+
+def _concat(frames: list) -> Any:
+    import pandas as pd
+
+    return pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
+
+
+def _lead_claims(contexts: list[SweepContext], extras: dict[str, list[str]], settings: ReportSettings,
+                 several: bool) -> list[dict[str, Any]]:
+    """The answer of each sweep, the shape it was read on, then what the demo adds (compression)."""
+    from overparam.report.lead import part_lead, statistic_claim
+
+    claims = []
+    for ctx in contexts:
+        claims.extend(part_lead(ctx, ctx.name if several else None))
+        claims.extend({"text": line, "numbers": [], "comparisons": []} for line in extras.get(ctx.dir.name, []))
+    claims.extend({"text": line, "numbers": [], "comparisons": []} for line in extras.get("", []))
+    if claims:
+        claims.append(statistic_claim(settings.stat))
+    return claims
+
+
+def build_report(directory: str | Path, title: str | None = None, settings: ReportSettings | None = None) -> Path:
+    """Write DIR/report.html, DIR/figures/*.png and DIR/summary.json; return the HTML path.
+
+    ``settings``: the threshold's ε, the answer's tolerance and the statistic over seeds, shared by
+    every section (defaults: those of ``overparam analyze``).
+    """
     directory = Path(directory)
+    settings = settings or ReportSettings()
     dirs = sweep_dirs(directory)
+    contexts = [SweepContext(d, settings) for d in dirs]
+    require_finished(contexts, directory)
     figure_dir = directory / "figures"
     figure_dir.mkdir(exist_ok=True)
-    intros, headline = {}, []
+    intros, extras = {}, {}
     manifest = directory / "demo.json"
     if manifest.is_file():
         try:
             doc = json.loads(manifest.read_text())
             intros = {p["dir"]: p.get("intro") for p in doc.get("parts", [])}
-            headline = doc.get("headline", [])
-        except (ValueError, KeyError, TypeError):
+            extras = {p["dir"]: list(p.get("headline", [])) for p in doc.get("parts", [])}
+        except (ValueError, KeyError, TypeError, AttributeError):
             pass
     bodies, parts = [], {}
-    for d in dirs:
-        ctx = SweepContext(d)
-        prefix = "" if d == directory else f"{d.name}_"
-        body, summary = _part_html(ctx, figure_dir, prefix, intros.get(d.name))
+    for ctx in contexts:
+        prefix = "" if ctx.dir == directory else f"{ctx.dir.name}_"
+        body, summary = _part_html(ctx, figure_dir, prefix, intros.get(ctx.dir.name))
         bodies.append(body)
-        parts[d.name] = summary
+        parts[ctx.dir.name] = summary
     from overparam import __version__
 
-    name = title or (SweepContext(dirs[0]).name if len(dirs) == 1 else "overparam report")
+    name = title or (contexts[0].name if len(dirs) == 1 else "overparam report")
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lead_claims = _lead_claims(contexts, extras, settings, several=len(dirs) > 1)
+    headline = [c["text"] for c in lead_claims]
     lead = ""
     if headline:
-        lead = '<section class="part"><h2>What the numbers say</h2><ul class="reading">' + "".join(
-            f"<li>{html.escape(s)}</li>" for s in headline) + "</ul></section>"
+        lead = '<section class="part lead"><h2>The answer</h2><ul class="reading">' + "".join(
+            f"<li><strong>{html.escape(c['text'])}</strong></li>" if c.get("kind") == "answer" else
+            f"<li>{html.escape(c['text'])}</li>" for c in lead_claims) + "</ul></section>"
     nav = " ".join(f'<a href="#{html.escape(d.name)}">{html.escape(parts[d.name]["name"])}</a>' for d in dirs)
     template = Template(resources.files("overparam.report").joinpath("templates/report.html").read_text())
     page = template.substitute(
@@ -115,6 +162,8 @@ def build_report(directory: str | Path, title: str | None = None) -> Path:
     out = directory / "report.html"
     out.write_text(page, encoding="utf-8")
     summary_doc: dict[str, Any] = {"overparam_version": __version__, "generated": now, "headline": headline,
+                                   "lead": lead_claims, "settings": {"eps": settings.eps, "tolerance":
+                                                                     settings.tolerance, "stat": settings.stat},
                                    "parts": parts}
     (directory / "summary.json").write_text(json.dumps(_clean(summary_doc), indent=2, default=str))
     return out

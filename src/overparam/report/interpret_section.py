@@ -89,7 +89,7 @@ def _table(doc: dict[str, Any]) -> str:
 
 def interpret_section(ctx: SweepContext) -> Section | None:
     """Heads and probes across sizes, for sweeps of gpt language models with checkpoints."""
-    if ctx.runs.empty or ctx.first("model.family") != "gpt" or not language_sweep(ctx):
+    if ctx.runs.empty or ctx.first("model.family") not in ("gpt", "hf-causal-lm") or not language_sweep(ctx):
         return None
     from overparam.errors import OverparamError
     from overparam.interpret.sweep import interpret_sweep

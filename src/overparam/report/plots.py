@@ -48,9 +48,12 @@ def double_descent_figure(curve: dict[str, Any], runs: pd.DataFrame, title: str)
                            label="unstable run (left out)")
     if curve.get("threshold_params"):
         ax.axvline(curve["threshold_params"], color="#555", ls="--", lw=1, label="interpolation threshold")
-    if curve.get("peak_params") and curve.get(f"peak_test_{key}") is not None:
+    bump = curve.get("bump") or {}
+    if curve.get("peak_params") and curve.get(f"peak_test_{key}") is not None and bump.get("evidence") in (
+            "clear", "weak", "unknown"):  # a rise within the noise is not marked as a peak
+        words = {"clear": "clear", "weak": "weak evidence", "unknown": "noise unknown"}[bump["evidence"]]
         ax.scatter([curve["peak_params"]], [curve[f"peak_test_{key}"]], s=120, facecolors="none",
-                   edgecolors="black", lw=1.5, zorder=5, label="test peak")
+                   edgecolors="black", lw=1.5, zorder=5, label=f"test peak ({words})")
     ax.set_xscale("log")
     if key == "loss":
         ax.set_yscale("log")

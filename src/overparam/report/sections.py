@@ -17,9 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from overparam.analysis.double_descent import EPS, TOLERANCE
 from overparam.data import is_language_task
 from overparam.report import plots
-from overparam.report.reading import read_curve
+from overparam.report.claims import texts
+from overparam.report.reading import read_curve_claims
 
 
 @dataclass
@@ -30,13 +32,25 @@ class Section:
     tables: list[str] = field(default_factory=list)  # HTML, already escaped
     summary: dict[str, Any] = field(default_factory=dict)
     collapsed: bool = False
+    claims: list[dict[str, Any]] = field(default_factory=list)  # the sentences with their numbers (report.claims)
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What a page reads its numbers with, the same for every section: ``overparam report --eps/--tolerance/--stat``
+    and ``overparam analyze`` share the defaults, so both give the same numbers."""
+
+    eps: float = EPS
+    tolerance: float = TOLERANCE
+    stat: str = "mean"
 
 
 class SweepContext:
     """Lazy access to one sweep directory's runs, curves, metadata and analyses."""
 
-    def __init__(self, directory: Path):
-        self.dir = directory
+    def __init__(self, directory: Path, settings: ReportSettings | None = None):
+        self.dir = Path(directory)
+        self.settings = settings or ReportSettings()
 
     @cached_property
     def meta(self) -> dict[str, Any]:
@@ -68,7 +82,8 @@ class SweepContext:
 
         if self.runs.empty or not (self.runs["status"] == "done").any():
             return None
-        return analyze_double_descent(self.dir)
+        return analyze_double_descent(self.dir, eps=self.settings.eps, stat=self.settings.stat,
+                                      tolerance=self.settings.tolerance)
 
     def artifact(self, name: str) -> Any:
         """An analysis result stored beside the store as ``DIR/analyses/<name>.json``, or None."""
@@ -98,13 +113,14 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     if not dd:
         return None
     family = ctx.first("model.family")
-    n_train = ctx.first("task.train_size")
     section = Section(title="Double descent")
     for i, curve in enumerate(dd["curves"]):
         fixed = ", ".join(f"{k} = {v}" for k, v in curve["fixed"].items())
         label = f"{ctx.name}" + (f" ({fixed})" if fixed else "")
-        sentences = read_curve(curve, family, int(n_train) if n_train is not None else None)
-        section.sentences.extend(([f"{fixed}:"] if fixed else []) + sentences)
+        claims = read_curve_claims(curve, family)
+        if fixed:
+            claims = [{"text": f"{fixed}:", "numbers": [], "comparisons": [], "label": True}] + claims
+        section.claims.extend(claims)
         ids = set()
         if curve["points"]:
             frame = ctx.runs
@@ -121,8 +137,9 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
             if png:
                 section.figures.append((f"over_time_{i}.png", png,
                                         "Test metric over training steps, one line per size (mean over seeds)."))
-    section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]],
-                       "sentences": section.sentences}
+    section.sentences = texts(section.claims)
+    section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]], "answer": dd["answer"],
+                       "sentences": section.sentences, "claims": section.claims}
     return section
 
 

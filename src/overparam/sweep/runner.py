@@ -14,6 +14,7 @@ from typing import Any
 from overparam.data import load_task
 from overparam.errors import OverparamError
 from overparam.integrations.base import SinkSet
+from overparam.models.provenance import check_and_record
 from overparam.spec import Spec, load_spec
 from overparam.store import Store
 from overparam.sweep.checkpoints import save_checkpoint
@@ -34,6 +35,7 @@ class SweepSummary:
     trained: int = 0
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. why a user model's runs could not fuse
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -89,6 +91,7 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
     copies = SinkSet(sinks, spec.name, out)  # connects now: a bad --mlflow URI fails before training
 
     with copies, Store.create(out) as store:
+        check_and_record(store, spec.base["model"]["family"])  # a changed model file: refused before any change
         store.reset_interrupted()
         store.add_runs(runs)
         store.set_meta("spec", spec.to_dict())
@@ -100,7 +103,9 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         if not todo:
             prune_private(out)
             return summary
-        groups = plan_groups(todo, fuse, dev, tasks=get_task)
+        groups = plan_groups(todo, fuse, dev, tasks=get_task, notes=summary.notes)
+        for note in summary.notes if progress else ():
+            print(f"overparam: note: {note}", file=sys.stderr, flush=True)
         cleanup = Cleanup(snapshots, groups)
         bar = _progress(len(runs), summary.already_done, spec.name, progress)
         outcomes = runner.execute(groups, get_task)
@@ -142,6 +147,10 @@ def set_cpu_threads(device) -> None:
 def _store_outcome(store: Store, outcome, task, summary: SweepSummary, copies: SinkSet) -> None:
     run, result = outcome.run, outcome.result
     params, flops = run_size(run.config, task)
+    if result.metrics and getattr(task, "x_test", None) is not None:
+        # the split each metric was measured on: the binomial noise of a test error needs n_test
+        result.metrics.setdefault("n_train", int(len(task.x_train)))
+        result.metrics.setdefault("n_test", int(len(task.x_test)))
     if result.state is not None and run.config["train"]["checkpoint"]:
         save_checkpoint(store.checkpoint_path(run.id), result.state, run.id, run.config)
     store.record(run.id, result.status, params, flops, result.metrics, result.curve, outcome.seconds,
