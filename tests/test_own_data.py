@@ -393,6 +393,12 @@ def test_cli_sweep_runs_analyze_report(tmp_path, capsys, kind):
     assert ("Scaling law" in page) == lm and ("Double descent" in page) == (not lm)
     if kind == "images":
         assert len(list((out / "cache").glob("images-*.npz"))) == 1
+    setup = {"table": "Setup: table (t.csv), 64 training and 16 test examples, 10 % label noise",  # 80 rows, 20 % out
+             "arrays": "Setup: arrays (a.npz), 48 training and 12 test examples",
+             "images": "Setup: images (img), 19 training and 5 test examples",  # 24 images
+             "hf": "Setup: hf (lm.jsonl)"}[kind]
+    assert setup in page
+    assert ("training tokens seen" in page) == lm
 
 
 def test_table_label_noise_sweep_fuses_like_the_loop(tmp_path):
