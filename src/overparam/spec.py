@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from overparam.data import task_module
+from overparam.data import is_language_task, task_module
 from overparam.errors import SpecError
 from overparam.models import family_module
 from overparam.options import (
@@ -73,9 +73,10 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
 def _check_consistency(cfg: dict[str, Any]) -> None:
     """Checks that span keys (a family's own ``validate``, closed form needs a linear model)."""
     train, family = cfg["train"], cfg["model"]["family"]
-    validate = getattr(family_module(family), "validate", None)
-    if validate is not None:
-        validate(cfg["model"])
+    for module, section in ((task_module(cfg["task"]["kind"]), "task"), (family_module(family), "model")):
+        validate = getattr(module, "validate", None)  # a task's or family's own cross-key checks
+        if validate is not None:
+            validate(cfg[section])
     check_recipe = getattr(family_module(family), "check_recipe", None)  # e.g. train.dropout needs a user
     if check_recipe is not None:  # factory that takes it
         check_recipe(train)
@@ -90,7 +91,7 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
             raise SpecError(f"train.autocast: {train['autocast']} needs float32 parameters; train.dtype float64 "
                             f"would leave every op in float64 (use dtype: float32 or autocast: off)")
     curvature = [d for d in train["diagnostics"] if d in ("sharpness", "trace")]
-    if curvature and cfg["task"]["kind"] in ("text", "markov"):
+    if curvature and is_language_task(cfg["task"]):
         raise SpecError(f"train.diagnostics: {curvature[0]} needs a task with inputs and targets; a language "
                         f"model ({cfg['task']['kind']}) can record norms only")
 

@@ -26,13 +26,13 @@ import pandas as pd
 
 from overparam.analysis.epochwise import size_axis
 from overparam.analysis.landscape import DEFAULT_ALPHAS, path_vs_width, steps_to_threshold
+from overparam.data import is_language_task
 from overparam.errors import OverparamError
 
 VERSION = 1
 ARTIFACT = "landscape"  # DIR/analyses/landscape.json
 METRICS = ("train_loss", "train_error")
 MIN_POINTS = 3  # evaluated steps per run before "the first step at or below" says anything
-LANGUAGE_TASKS = ("text", "markov")
 
 
 def fmt_num(v: float | None) -> str:
@@ -189,7 +189,7 @@ def analyze_landscape(directory: str | Path, *, threshold: float | None = None, 
     done = runs[runs["status"] == "done"] if not runs.empty else runs
     if done.empty:
         raise OverparamError(f"{directory}: no finished runs")
-    if "task.kind" in done and str(done["task.kind"].iloc[0]) in LANGUAGE_TASKS:
+    if is_language_task({k: done[f"task.{k}"].iloc[0] for k in ("kind", "text_column") if f"task.{k}" in done}):
         raise OverparamError(f"{directory}: a language-model sweep; the linear path needs a task with inputs "
                              f"(see `overparam fit` for language models)")
     axis = size_axis(done)

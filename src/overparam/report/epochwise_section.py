@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
-from overparam.report.sections import Section, SweepContext
+from overparam.report.sections import Section, SweepContext, language_sweep
 
 MIN_STEPS = 4  # evaluated steps a curve needs before a heatmap says anything over time
 
@@ -118,7 +118,7 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
     from overparam.analysis.epochwise import curve_metric, epochwise_peaks, heatmap_table, other_settings, size_axis
 
     runs, curves = ctx.runs, ctx.curves
-    if runs.empty or curves.empty or ctx.first("task.kind") in ("text", "markov"):
+    if runs.empty or curves.empty or language_sweep(ctx):
         return None
     done = runs[runs["status"] == "done"]
     if done.empty or curves.groupby("run_id")["step"].nunique().max() < MIN_STEPS:

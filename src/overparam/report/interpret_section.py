@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from overparam.report import plots
-from overparam.report.sections import Section, SweepContext
+from overparam.report.sections import Section, SweepContext, language_sweep
 
 
 def _colors(n: int) -> list[Any]:
@@ -106,8 +106,7 @@ def _table(doc: dict[str, Any]) -> str:
 
 def interpret_section(ctx: SweepContext) -> Section | None:
     """Heads and probes across sizes, for sweeps of gpt language models with checkpoints."""
-    if ctx.runs.empty or ctx.first("model.family") not in ("gpt", "hf-causal-lm") \
-            or ctx.first("task.kind") not in ("text", "markov"):
+    if ctx.runs.empty or ctx.first("model.family") not in ("gpt", "hf-causal-lm") or not language_sweep(ctx):
         return None
     from overparam.errors import OverparamError
     from overparam.interpret.sweep import interpret_sweep

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
-from overparam.report.sections import Section, SweepContext
+from overparam.report.sections import Section, SweepContext, language_sweep
 
 MAX_LINES = 8  # path lines drawn over α: more widths than this turn into an unreadable rainbow
 
@@ -158,7 +158,7 @@ def landscape_section(ctx: SweepContext) -> Section | None:
     from overparam.analysis.landscape import steps_to_threshold
 
     runs, curves = ctx.runs, ctx.curves
-    if runs.empty or ctx.first("task.kind") in lr.LANGUAGE_TASKS:
+    if runs.empty or language_sweep(ctx):
         return None
     done = runs[runs["status"] == "done"]
     if done.empty:

@@ -10,7 +10,7 @@ from typing import Any
 
 from overparam.report.claims import Sentence
 from overparam.report.reading import answer_claim, read_curve_claims
-from overparam.report.sections import SweepContext
+from overparam.report.sections import SweepContext, language_sweep
 
 SHAPE_CLAIM = 1  # read_curve_claims: [threshold, shape (peak / no peak), descent, regimes, ...]
 
@@ -39,7 +39,7 @@ def part_lead(ctx: SweepContext, prefix: str | None = None) -> list[dict[str, An
     answer = answer_claim(dd["answer"], family)
     if answer:
         out.append({**_prefixed(answer, prefix), "kind": "answer"})
-    if ctx.first("task.kind") in ("text", "markov"):
+    if language_sweep(ctx):
         return out
     curve = next((c for c in dd["curves"] if c["fixed"] == dd["answer"]["fixed"]), None)
     if curve is not None:

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from overparam.analysis.double_descent import EPS, TOLERANCE
+from overparam.data import is_language_task
 from overparam.report import plots
 from overparam.report.claims import Sentence, texts
 from overparam.report.reading import read_curve_claims
@@ -101,8 +102,13 @@ class SweepContext:
         return None
 
 
+def language_sweep(ctx: SweepContext) -> bool:
+    """A sweep of language models (``text``, ``markov``, ``hf`` with a text_column): no error rates."""
+    return is_language_task({"kind": ctx.first("task.kind"), "text_column": ctx.first("task.text_column")})
+
+
 def double_descent_section(ctx: SweepContext) -> Section | None:
-    if ctx.first("task.kind") in ("text", "markov"):
+    if language_sweep(ctx):
         return None  # language models: the scaling section reads them
     dd = ctx.double_descent
     if not dd:

@@ -8,15 +8,17 @@ to ``summary.json``), ``setup_claim`` the sentence built from them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from overparam.analysis.double_descent import REPLICATES, SIZE_COLUMNS
+from overparam.data import is_language_task
 from overparam.report.claims import Sentence
 
 CLOSED_FORM = ("min_norm", "ridge")
-LM_TASKS = ("text", "markov", "icl-markov", "fewshot")
+OWN_DATA = ("table", "arrays", "images", "hf")  # task kinds that read the user's file or folder
 
 
 def _values(runs: pd.DataFrame, col: str) -> list[float]:
@@ -49,8 +51,11 @@ def sweep_setup(runs: pd.DataFrame) -> dict[str, Any]:
     size_col = next((c for c in SIZE_COLUMNS if c in done and done[c].astype(str).nunique() > 1), None)
     reps = [c for c in REPLICATES if c in done and done[c].astype(str).nunique() > 1]
     n_seeds = int(done[reps].drop_duplicates().shape[0]) if reps else 1
+    language = is_language_task({"kind": kind, "text_column": _first(done, "task.text_column")})
+    path = _first(done, "task.path") if kind in OWN_DATA else None  # the user's file names their task
     setup: dict[str, Any] = {
-        "task": kind, "family": family, "optimizer": optimizer, "n_runs": int(len(runs)), "n_seeds": n_seeds,
+        "task": kind, "task_file": Path(str(path)).name if path else None, "language": language,
+        "family": family, "optimizer": optimizer, "n_runs": int(len(runs)), "n_seeds": n_seeds,
         "n_train": _span(done, "n_train", "task.train_size"), "n_test": _span(done, "n_test", "task.test_size"),
         "label_noise": _span(done, "task.label_noise"), "size_axis": size_col,
         "sizes": _span(done, size_col) if size_col else None,
@@ -58,7 +63,7 @@ def sweep_setup(runs: pd.DataFrame) -> dict[str, Any]:
         "params": _span(done, "params"), "lr": _span(done, "train.lr"), "steps": _span(done, "train.steps"),
         "batch_size": _span(done, "train.batch_size"), "tokens": _span(done, "tokens"), "epochs": None}
     n_train, steps, batch = setup["n_train"], setup["steps"], setup["batch_size"]
-    if kind not in LM_TASKS and optimizer not in CLOSED_FORM and optimizer != "gd" and n_train and steps and batch \
+    if not language and optimizer not in CLOSED_FORM and optimizer != "gd" and n_train and steps and batch \
             and n_train["min"] == n_train["max"] and batch["min"] == batch["max"] and n_train["min"] > 0:
         per = batch["min"] / n_train["min"]  # full passes over the training set
         setup["epochs"] = {"min": steps["min"] * per, "max": steps["max"] * per}
@@ -74,9 +79,9 @@ def _range(s: Sentence, span: dict[str, float], fmt: str = "int") -> str:
 
 def setup_claim(setup: dict[str, Any]) -> dict[str, Any]:
     s = Sentence()
-    head = [str(setup["task"] or "task")]
+    head = [str(setup["task"] or "task") + (f" ({setup['task_file']})" if setup.get("task_file") else "")]
     n_train, n_test = setup["n_train"], setup["n_test"]
-    unit = "tokens" if setup["task"] in LM_TASKS else "examples"
+    unit = "tokens" if setup["language"] else "examples"
     if n_train and n_test:
         head.append(f"{_range(s, n_train)} training and {_range(s, n_test)} test {unit}")
     elif n_train:
@@ -106,7 +111,7 @@ def setup_claim(setup: dict[str, Any]) -> dict[str, Any]:
                 steps += (f" ({s.num(epochs['min'])} epochs)" if epochs["min"] == epochs["max"] else
                           f" ({s.num(epochs['min'])} to {s.num(epochs['max'])} epochs)")
             recipe.append(steps)
-        if setup["tokens"] and setup["task"] in LM_TASKS:
+        if setup["tokens"] and setup["language"]:
             recipe.append(f"{_range(s, setup['tokens'])} training tokens seen")
     seeds = f"{s.int(setup['n_seeds'])} seed" + ("s" if setup["n_seeds"] != 1 else "")
     text = "Setup: " + ", ".join(head) + "; " + ", ".join(model) + "; " + ", ".join(p for p in recipe if p)

@@ -120,8 +120,8 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
                 unfused[family, reason] += len(members)
                 groups.extend(Group([run]) for run in members)
                 continue
-        elif (family == "gpt") != (task.kind == "lm"):  # no engine for the pair
-            groups.extend(Group([run]) for run in members)
+        elif (family == "gpt") != (task.kind == "lm") or (family in CONV_FAMILIES and task.kind != "classification"):
+            groups.extend(Group([run]) for run in members)  # no engine for the pair (conv: classification only)
             continue
         for chunk in _chunks(members, task, device):
             conv = chunk[0].config["model"]["family"] in CONV_FAMILIES  # grouped convs: no padding, never slower

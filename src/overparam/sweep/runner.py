@@ -24,6 +24,7 @@ from overparam.sweep.snapshots import DEFAULT_EVERY, FINAL, Cleanup, SnapshotPol
 from overparam.train.run import resolve_device, run_size
 
 EXECUTORS = ("local", "ray")
+CACHE_DIR = "cache"  # DIR/cache: data a task decoded (data.load_task), reused by later loads and resumes
 
 
 @dataclass
@@ -81,7 +82,7 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         if key not in tasks:
             import json
 
-            tasks[key] = load_task(json.loads(key))
+            tasks[key] = load_task(json.loads(key), cache_dir=Path(out) / CACHE_DIR)  # decoded images, kept
         return tasks[key]
 
     for run in runs:  # load data and check sizes before touching the store

@@ -40,7 +40,8 @@ GPT_SHAPE_KEYS = ("n_layer", "d_model", "n_head", "tied")  # gpt members bucket 
 def fusable(config: dict[str, Any]) -> bool:
     """Gradient-trained runs of the families this engine knows (closed form never fuses).
 
-    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel.
+    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel; nor
+    does an ``mlp`` on augmented images (``task.augment``), which only the loop and the conv engine apply.
     """
     from overparam.models import is_user_family
     from overparam.train.recipe import CLOSED_FORM
@@ -48,6 +49,8 @@ def fusable(config: dict[str, Any]) -> bool:
     family = config["model"]["family"]
     if family == "gpt" and config["train"]["dropout"] > 0:
         return False
+    if config["task"].get("augment", "none") != "none" and family in FAMILIES and family not in CONV_FAMILIES:
+        return False  # the mlp engine draws no per-batch augmentation (``task.augment``); the conv and vmap ones do
     known = family in FAMILIES or is_user_family(family)  # user factories: train/fused/functional.py
     return known and config["train"]["optimizer"] not in CLOSED_FORM
 
