@@ -197,7 +197,7 @@ def row_case(name: str, column: str, value: str, command: str, fragment: str) ->
     def setup(tmp: Path, good: Path) -> list[str]:
         bad = _copy(tmp, good, name)
         if column.startswith("meta."):
-            _edit(bad, "UPDATE meta SET value=? WHERE key=?", value, column[5:])
+            _edit(bad, "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", column[5:], value)
         elif column == "curve":
             _edit(bad, "UPDATE curves SET value=? WHERE run_id=?", value, _first_run(good))
         else:
@@ -248,6 +248,13 @@ def _sweep_foreign_db(tmp: Path, good: Path):
     return _sweep_into(tmp, target), [target / "overparam.sqlite"]
 
 
+def _check_meta(tmp: Path, good: Path, name: str, sources: str) -> list[str]:
+    """Provenance of a user's model file (models.provenance), damaged: read only by a rebuild and --check."""
+    bad = _copy(tmp, good, name)
+    _edit(bad, "INSERT OR REPLACE INTO meta(key, value) VALUES ('model_sources', ?)", sources)
+    return ["runs", str(bad), "--check"]
+
+
 def _check_damaged(tmp: Path, good: Path) -> list[str]:
     bad = _copy(tmp, good, "check")
     _edit(bad, "UPDATE runs SET params='abc' WHERE id=?", _first_run(good))
@@ -265,6 +272,12 @@ STORE_CASES = [
     row_case("point-null", "point", "null", "runs", "point"),
     row_case("meta-spec-bad", "meta.spec", "{bad", "report", "meta 'spec'"),
     row_case("meta-name-list", "meta.name", "[1]", "report", "meta 'name'"),
+    Hostile("corrupt stores", "meta-model-sources-list",
+            lambda tmp, good: _check_meta(tmp, good, "sources-list", "[1]"), 2, "1 damaged part", own_lines=True),
+    Hostile("corrupt stores", "meta-model-source-text",
+            lambda tmp, good: _check_meta(tmp, good, "source-text", '{"net.py:make_net": "x"}'), 2,
+            "1 damaged part", own_lines=True),
+    row_case("metric-n-test-string", "metrics", '{"test_error": 0.1, "n_test": "many"}', "report", "n_test"),
     row_case("curve-text", "curve", "abc", "analyze", "curve"),
     page_case("runs-page-flipped", "runs", "flip", "runs"),
     page_case("runs-page-zeroed", "runs", "zero", "analyze"),
@@ -309,18 +322,22 @@ SILENT_CASES = [
 
 
 # -- bad saved analyses (exit 0: the report is built without them, with one warning line) ------------
-def analysis_case(name: str, content: str) -> Hostile:
+def analysis_case(name: str, content: str, command: str = "report") -> Hostile:
     def setup(tmp: Path, good: Path) -> list[str]:
         bad = _copy(tmp, good, f"analysis-{name}")
         (bad / "analyses").mkdir(exist_ok=True)
         (bad / "analyses" / "compress.json").write_text(content)
-        return ["report", str(bad)]
+        return [command, str(bad)]
 
     return Hostile("bad saved analyses", name, setup, 0, "compress.json", own_lines=True)
 
 
 ANALYSIS_CASES = [analysis_case("models-string", '{"models": "x"}'), analysis_case("list-of-empty", "[{}]"),
-                  analysis_case("bad-json", "{bad"), analysis_case("models-list-of-empty", '{"models": [{}]}')]
+                  analysis_case("bad-json", "{bad"), analysis_case("models-list-of-empty", '{"models": [{}]}'),
+                  # read by the answer too (its smallest compressed model), in analyze and the report's lead
+                  analysis_case("run-string", '{"run": "x", "models": [{"method": "dense", "bytes": 10}]}', "analyze"),
+                  analysis_case("bytes-string", '{"run": {"config": {}}, "models": [{"method": "dense", "bytes": 100}, '
+                                                '{"method": "prune", "bytes": "big", "test_error": 0.0}]}')]
 
 
 # -- flags ------------------------------------------------------------------------------------------

@@ -282,16 +282,20 @@ def test_analyze_a_cifar_sweep_with_the_whole_training_split(tmp_path, capsys):
 
 def test_reading_names_a_near_fit_and_the_eps_that_admits_it():
     """CIFAR k = 8 left 4 of 10,000 noisy labels unfitted after 150 epochs on CPU: with eps = 0 there is
-    no threshold, and the reading says which size came within 1 % and which --eps would count it."""
+    no threshold, and the reading says which size came closest and which --eps would count it."""
+    import pandas as pd
+
+    from overparam.analysis.double_descent import analyze_double_descent
     from overparam.report.reading import read_curve
 
-    points = [{"size": k, "params": p, "train_error": e, "test_error": t}
-              for k, p, e, t in [(4, 6666, 0.3455, 0.5956), (6, 14530, 0.0784, 0.6064), (8, 25418, 0.0004, 0.5636)]]
-    curve = {"axis": "model.width", "metric": "test_error", "threshold_on": "train_error", "eps": 0.0,
-             "points": points, "threshold_params": None, "best_under_size": 8, "best_under_params": 25418,
-             "best_under_test_error": 0.5636}
+    rows = [{"id": f"k{k}", "status": "done", "params": p, "model.width": k, "seed": 0, "train_error": e,
+             "test_error": t, "train_loss": 1.0, "test_loss": 1.0, "n_test": 5000}
+            for k, p, e, t in [(4, 6666, 0.3455, 0.5956), (6, 14530, 0.0784, 0.6064), (8, 25418, 0.0004, 0.5636)]]
+    curve = analyze_double_descent(pd.DataFrame(rows), eps=0.0)["curves"][0]
     text = read_curve(curve, "cnn")[0]
-    assert "8 channels (k) (25,418 parameters), left 0.04% of training labels unfitted" in text
-    assert "`--eps 0.0004`" in text
-    far = {**curve, "points": [{**p, "train_error": p["train_error"] + 0.05} for p in points]}
-    assert "try larger sizes or more steps" in read_curve(far, "cnn")[0]
+    assert "the closest, k = 8 (25,418 parameters), left 0.04 % of its training labels unfitted" in text
+    assert "(--eps 0.0004 would count it as the threshold)" in text
+    assert analyze_double_descent(pd.DataFrame(rows))["curves"][0]["threshold_size"] == 8  # default eps 0.01
+    far = pd.DataFrame([{**r, "train_error": r["train_error"] + 0.1} for r in rows])
+    far_text = read_curve(analyze_double_descent(far)["curves"][0], "cnn")[0]
+    assert "try larger sizes or more steps" in far_text and "would count it" not in far_text

@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from readings import nested
 
 from overparam.cli import main
 from overparam.compress.distill import distillation_loss
@@ -187,28 +188,145 @@ def test_distillation_loss_matches_a_hand_computation():
 
 # -- dense-equivalent size ---------------------------------------------------------------------
 
-def _curve(params, losses):
-    return [{"params": p, "size": {"width": p / 10}, "test_loss": v}
-            for p, v in zip(params, losses, strict=True)]
+def _curve(params, errors):
+    return [{"params": p, "size": {"width": p / 10}, "test_error": v} for p, v in zip(params, errors, strict=True)]
 
 
-def test_dense_equivalent_is_exact_on_a_log_linear_curve():
-    params = [100, 1000, 10_000, 100_000]
-    curve = _curve(params, [3.0 - 0.5 * math.log10(p) for p in params])  # L = 3 − 0.5·log10 N
-    for n_true in (150.0, 3162.3, 50_000.0):
-        eq = dense_equivalent(curve, 3.0 - 0.5 * math.log10(n_true))
-        assert eq["status"] == "matched"
-        assert eq["params"] == pytest.approx(n_true, rel=1e-9)
-        assert eq["size"]["width"] == pytest.approx(n_true / 10, rel=1e-9)
-    assert dense_equivalent(curve, 5.0)["status"] == "at_most_smallest"
-    assert dense_equivalent(curve, 0.1)["status"] == "beyond_largest"
-    assert dense_equivalent([], 1.0)["status"] == "no_curve"
+# A double-descent curve below a parent of 10,000 parameters with test error 0.20: a dip at 300.
+CURVE = _curve([100, 300, 1000, 3000], [0.50, 0.25, 0.40, 0.30])
+PARENT = {"params": 10_000, "size": {"width": 1000.0}, "test_error": 0.20}
 
 
-def test_dense_equivalent_takes_the_first_crossing_of_a_double_descent_curve():
-    curve = _curve([10, 100, 1000, 10_000], [1.0, 0.5, 2.0, 0.2])  # a peak at 1000
-    eq = dense_equivalent(curve, 0.75)
-    assert eq["params"] == pytest.approx(10 ** 1.5)  # halfway between 10 and 100 in log N, not near 1000
+def test_dense_equivalent_of_a_model_as_good_as_its_parent_is_the_parent():
+    for value, better in ((0.20, False), (0.20 + 1e-9, False), (0.19, True), (0.0, True)):
+        eq = dense_equivalent(CURVE, value, PARENT)
+        assert (eq["status"], eq["params"], eq["better"]) == ("parent", 10_000, better), value
+        assert eq["size"] == {"width": 1000.0}
+    # the parent's own measured value (0.20) decides, not the seed mean the curve holds at its size (0.22)
+    eq = dense_equivalent(CURVE + _curve([10_000], [0.22]), 0.21, PARENT)
+    assert eq["status"] == "matched" and eq["between"] == [3000, 10_000]
+    assert eq["params"] == pytest.approx(3000 * (10_000 / 3000) ** 0.9)  # (0.30 - 0.21) / (0.30 - 0.20)
+
+
+@pytest.mark.parametrize("value, lo, hi, t", [
+    (0.25, 3000, 10_000, 0.5),    # 3000 (0.30) is the first size down at least as bad: (0.30-0.25)/(0.30-0.20)
+    (0.30, 3000, 10_000, 0.0),    # exactly the error of 3000: that size
+    (0.35, 1000, 3000, 0.5),      # 3000 (0.30) is better; 1000 (0.40) the first as bad: (0.40-0.35)/(0.40-0.30)
+    (0.45, 100, 300, 0.2),        # past the dip at 300 (0.25): (0.50-0.45)/(0.50-0.25)
+])
+def test_dense_equivalent_walks_down_from_the_parent_and_interpolates_in_log_size(value, lo, hi, t):
+    eq = dense_equivalent(CURVE, value, PARENT)
+    want = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))  # hand computation
+    assert eq["status"] == "matched" and eq["between"] == [lo, hi] and not eq["better"]
+    assert eq["params"] == pytest.approx(want, rel=1e-12)
+    assert eq["size"]["width"] == pytest.approx(want / 10, rel=1e-12)
+
+
+def test_dense_equivalent_below_the_sweep_and_without_a_curve():
+    eq = dense_equivalent(CURVE, 0.6, PARENT)
+    assert eq == {"params": None, "size": None, "status": "below_sweep", "better": False, "bound": 100}
+    assert dense_equivalent([], 0.3, PARENT)["status"] == "below_sweep"  # nothing smaller than the parent
+    assert dense_equivalent(CURVE, None, PARENT)["status"] == "no_curve"
+    curve = [{"params": p, "size": {"width": p / 10}, "test_loss": v} for p, v in ((10, 1.0), (100, 0.5))]
+    eq = dense_equivalent(curve, 0.75, {"params": 1000, "size": {}, "test_loss": 0.4}, key="test_loss")
+    assert eq["params"] == pytest.approx(10 ** 1.5)  # (1.0-0.75)/(1.0-0.5) of the way from 10 to 100
+
+
+# -- every comparison a compression sentence states holds for the numbers it cites -----------------
+
+NUM = r"([0-9][0-9,]*\.?[0-9]*)"
+
+
+def _pct(text: str) -> float:
+    return float(text.replace(",", "")) / 100
+
+
+def check_sentence(entry: dict, dense: dict, curve: list[dict], n_test: int | None = None) -> list[str]:
+    """Parse a compression sentence back and check each claim against the entry and the curve;
+    return the kinds of claims checked (so a test can require that each kind was seen)."""
+    import re
+
+    text, seen = entry["sentence"], []
+    assert not nested(text), text
+    metric = entry["dense_equivalent_metric"]
+    unit = " %" if metric == "test_error" else ""
+    value = (lambda s: _pct(s)) if metric == "test_error" else (lambda s: float(s))
+    tol = 5e-4 + 1e-12  # half the last printed digit: at least 1 decimal of a percent, 3 of a loss
+    me, parent = entry[metric], dense[metric]
+    if (m := re.search(r"is as good as the .*? it came from \(" + NUM + unit + " against " + NUM + unit, text)):
+        a, b = value(m[1]), value(m[2])
+        assert me <= parent and a <= b and abs(a - me) <= tol and abs(b - parent) <= tol
+        seen.append("as good")
+    if (m := re.search(r"does better than .*? it came from, " + NUM + unit + " against " + NUM + unit, text)):
+        a, b = value(m[1]), value(m[2])
+        assert me < parent and a < b and abs(a - me) <= tol and abs(b - parent) <= tol, text
+        seen.append("better")
+        if (n := re.search(r"standard errors of " + NUM + r" % on " + NUM + " examples: within the noise", text)):
+            se, count = _pct(n[1]), int(n[2].replace(",", ""))
+            assert count == n_test and se == pytest.approx(math.sqrt(parent * (1 - parent) / count), abs=6e-4)
+            assert parent - me < 2 * math.sqrt(parent * (1 - parent) / count)
+            seen.append("noise")
+    if (m := re.search(r"first reaches " + NUM + unit + r" or worse between (its own size|\w+ " + NUM + r") \("
+                       + NUM + unit + r"\) and \w+ " + NUM + r" \(" + NUM + unit, text)):
+        at, above, below = value(m[1]), value(m[4]), value(m[6])
+        assert above < at <= below and abs(at - me) <= tol, text  # the bracket straddles the model
+        lo, hi = entry["dense_equivalent_between"]
+        points = {p["params"]: p for p in curve}
+        assert points[lo][metric] >= me > (parent if hi == dense["params"] else points[hi][metric])
+        assert lo <= entry["dense_equivalent_params"] <= hi
+        # every size walked past on the way down is better than the compressed model
+        assert all(p[metric] < me for p in curve if lo < p["params"] < dense["params"])
+        seen.append("between")
+    if (m := re.search(r"is worse than every smaller dense model of the sweep \(" + NUM + unit
+                       + " against at most " + NUM + unit, text)):
+        assert value(m[1]) > value(m[2])
+        assert all(p[metric] < me for p in curve if p["params"] < dense["params"])
+        seen.append("below")
+    b1, b64 = entry["speedup_b1"], entry["speedup_b64"]
+    if "at the dense model's speed" in text:
+        assert 0.9 <= b1 <= 1.1 and 0.9 <= b64 <= 1.1
+        seen.append("same speed")
+    for m in re.finditer(NUM + r"× (faster|slower) at batch (1|64)\b", text):
+        s, (p10, p90) = (b1, entry["speedup_b1_p10_p90"]) if m[3] == "1" else \
+            (b64, entry["speedup_b64_p10_p90"])
+        assert (s > 1.1 and p10 > 1) if m[2] == "faster" else (s < 0.9 and p90 < 1), text
+        seen.append(m[2])
+    m = re.search(r"takes " + NUM + r" KiB on disk \(" + NUM + " % of the dense bytes", text)
+    assert m and float(m[1]) == pytest.approx(entry["bytes"] / 1024, abs=0.05)
+    assert int(m[2]) == round(100 * entry["bytes"] / dense["bytes"])
+    return seen
+
+
+def _constructed(value, speed=(1.0, 1.0), nbytes=1000):
+    from overparam.compress.reading import sentence
+
+    eq = dense_equivalent(CURVE, value, PARENT)
+    e = {"method": "prune", "label": "pruned to 10 % of its weights", "test_error": value, "test_loss": 1.0,
+         "bytes": nbytes, "bytes_ratio": nbytes / 4000, "dense_equivalent_metric": "test_error",
+         "dense_equivalent_params": eq["params"], "dense_equivalent_size": eq["size"],
+         "dense_equivalent_status": eq["status"], "dense_equivalent_better": eq["better"],
+         "dense_equivalent_bound": eq.get("bound"), "dense_equivalent_between": eq.get("between"),
+         "speedup_b1": speed[0], "speedup_b64": speed[1], "speedup_b1_p10_p90": [speed[0] * 0.95, speed[0] * 1.05],
+         "speedup_b64_p10_p90": [speed[1] * 0.95, speed[1] * 1.05]}
+    dense = {**PARENT, "test_loss": 0.9, "dense_equivalent_size": PARENT["size"], "bytes": 4000}
+    config = {"model": {"family": "mlp", "width": 1000, "depth": 1}}
+    e["sentence"] = sentence(e, config, dense, 5000, CURVE)
+    return e, dense
+
+
+def test_constructed_sentences_state_only_true_comparisons():
+    cases = {0.2: {"as good"}, 0.1: {"better"}, 0.199: {"better", "noise"}, 0.25: {"between"},
+             0.35: {"between"}, 0.45: {"between"}, 0.6: {"below"}}
+    for value, kinds in cases.items():
+        e, dense = _constructed(value, speed=(2.0, 0.5))
+        seen = set(check_sentence(e, dense, CURVE, 5000))
+        assert kinds <= seen and {"faster", "slower"} <= seen, (e["sentence"], seen)
+    # values a sentence compares print with the decimals that tell them apart: never "16.2 % against 16.2 %"
+    from overparam.compress.reading import formatter
+
+    fmt = formatter("test_error", [0.1624, 0.1619])
+    assert (fmt(0.1624), fmt(0.1619)) == ("16.24 %", "16.19 %")
+    assert formatter("test_error", [0.164, 0.1619])(0.164) == "16.4 %"
 
 
 # -- ONNX --------------------------------------------------------------------------------------
@@ -284,6 +402,23 @@ def test_frontier_document_has_the_contract_fields(frontier, sweep):
         assert dense["onnxruntime"]["max_abs_diff"] <= 1e-5
 
 
+def test_the_dense_model_maps_to_itself_and_every_sentence_holds(frontier):
+    dense, curve = frontier["models"][0], frontier["dense_curve"]
+    assert frontier["metric"] == "test_error" and frontier["n_test"] > 0
+    assert dense["dense_equivalent_status"] == "parent" and dense["dense_equivalent_params"] == dense["params"]
+    assert not dense["dense_equivalent_better"]
+    kinds = set()
+    for e in frontier["models"][1:]:
+        kinds.update(check_sentence(e, dense, curve, frontier["n_test"]))
+        # the rule, restated: at least as good as the parent -> the parent's size; worse -> smaller
+        if e["test_error"] <= dense["test_error"]:
+            assert e["dense_equivalent_params"] == dense["params"]
+        elif e["dense_equivalent_status"] == "matched":
+            assert e["dense_equivalent_params"] < dense["params"]
+        assert "dense_equivalent_params_by_loss" in e
+    assert kinds & {"as good", "better"} and kinds & {"between", "below"}, kinds
+
+
 def test_pruning_to_ten_percent_with_fine_tuning_keeps_test_error(frontier):
     dense = frontier["models"][0]
     tuned = _entry(frontier, "prune", 0.9, "ft")
@@ -323,7 +458,12 @@ def test_distillation_control_is_the_sweeps_own_run_of_that_width(frontier):
     assert kd["nonzero_params"] == scratch["nonzero_params"] == 64 * 32 + 32 + 32 * 10 + 10
     stored = next(p for p in frontier["dense_curve"] if p["size"]["width"] == 32)
     assert scratch["test_loss"] == pytest.approx(stored["test_loss"], rel=1e-5)
-    assert scratch["dense_equivalent_params"] == pytest.approx(stored["params"], rel=1e-3)
+    assert scratch["test_error"] == pytest.approx(stored["test_error"], abs=1e-9)
+    parent = frontier["models"][0]
+    if scratch["test_error"] > parent["test_error"]:  # worse than the parent: it lands on its own size
+        assert scratch["dense_equivalent_params"] == pytest.approx(stored["params"], rel=1e-9)
+    else:
+        assert scratch["dense_equivalent_params"] == parent["params"]
     assert kd["test_error"] < 0.1
 
 
@@ -333,7 +473,7 @@ def test_compression_section_draws_the_frontier(frontier, sweep):
 
     section = compression_section(SweepContext(sweep[0]))
     assert section is not None and section.figures[0][1][:4] == b"\x89PNG"
-    assert any("matches a dense" in s or "beats every" in s for s in section.sentences)
+    assert any("counts as" in s for s in section.sentences)
 
 
 def test_replayed_training_reproduces_the_stored_checkpoint(sweep):
@@ -360,6 +500,26 @@ def test_lottery_levels_remove_a_fixed_share_of_survivors_and_stop_at_each_targe
     levels = level_sparsities([0.5, 0.9], rate=0.3)
     assert levels[:2] == pytest.approx([0.3, 0.5]) and levels[2] == pytest.approx(1 - 0.5 * 0.7)
     assert levels[-1] == 0.9 and 0.9 in levels and levels == sorted(levels)
+
+
+def test_compress_runs_exactly_the_methods_asked_for_on_one_thread(sweep, capsys):
+    from overparam.compress.frontier import DEFAULT_METHODS, compress_run
+
+    out, ids = sweep
+    torch.set_num_threads(2)
+    doc = compress_run(out, ids[32], finetune_steps=5, onnx=False, repeats=1, warmup=0)
+    assert torch.get_num_threads() == 2 and doc["machine"]["torch_threads"] == 1  # restored afterwards
+    assert doc["methods"] == {k: list(v) for k, v in DEFAULT_METHODS.items()}
+    got = {(e["method"], e["setting"]) for e in doc["models"][1:]}
+    want = {("prune", s) for s in DEFAULT_METHODS["prune"]} | \
+        {("prune-structured", f) for f in DEFAULT_METHODS["prune_structured"]} | \
+        {("quantize", q) for q in DEFAULT_METHODS["quantize"]}
+    assert got == want
+    base = ["compress", str(out), "--run", ids[32], "--no-onnx", "--repeats", "1", "--warmup", "0", "--json"]
+    for flags, methods in ((["--quantize", "int8"], ["dense", "quantize"]),
+                           (["--structured", "0.5", "--finetune-steps", "0"], ["dense", "prune-structured"])):
+        assert main(base + flags) == 0
+        assert [e["method"] for e in json.loads(capsys.readouterr().out)["models"]] == methods
 
 
 def test_cli_json_and_bad_input(sweep, capsys):

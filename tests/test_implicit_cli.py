@@ -26,6 +26,11 @@ def test_min_norm_run_is_at_the_min_norm_solution_and_its_hessian_is_exact(tmp_p
     xtr = load_task(task_config).x_train  # the same data, rebuilt from the stored config
     top = np.sort(np.linalg.eigvalsh(2 * xtr.T @ xtr / len(xtr)))[::-1][:2]
     assert np.allclose(doc["hessian_top"], top, rtol=1e-6)
+    # min_norm has no step size: the human output says why there is no 2/lr instead of printing None
+    assert doc["stability_threshold"] is None and "min_norm" in doc["why_null"]["stability_threshold"]
+    assert main(["implicit", str(tmp_path), "--run", wide]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out and "stability_threshold    n/a: 2/lr bounds the sharpness only for gd and sgd" in out
 
 
 def test_bad_run_and_options_are_one_line_errors(tmp_path, capsys):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from readings import nested
 
 from overparam.analysis.scaling.base import NotFittedError
 from overparam.cli import main
@@ -62,6 +63,62 @@ def test_probe_recovers_a_planted_linear_signal_and_its_control_does_not():
     assert signal_layer["control_accuracy"] < chance + 0.12
     assert noise_layer["accuracy"] < doc["majority"] + 0.12
     assert abs(noise_layer["selectivity"]) < 0.15
+
+
+def type_determined(n: int = 3000, vocab: int = 30, p_type: float = 0.6, seed: int = 0):
+    """Labels that the token type predicts with probability ``p_type`` (else one of the other two
+    classes at random). Layer 0 is a one-hot of the type (all the token gives), layer 1 a noisy
+    one-hot of the label itself: its gain over the identity baseline is 1 − p_type."""
+    rng = np.random.default_rng(seed)
+    types = rng.integers(0, vocab, size=n)
+    of_type = rng.integers(0, 3, size=vocab)
+    hit = rng.random(n) < p_type
+    labels = np.where(hit, of_type[types], (of_type[types] + rng.integers(1, 3, size=n)) % 3)
+    by_type = np.eye(vocab)[types] + 0.01 * rng.normal(size=(n, vocab))
+    by_label = np.eye(3)[labels] + 0.05 * rng.normal(size=(n, 3))
+    return [by_type, by_label], labels, types, float(np.mean(labels == of_type[types]))
+
+
+def test_gain_over_the_identity_baseline_is_what_the_token_leaves_unexplained():
+    from overparam.interpret.probe_reading import read_probe
+
+    hidden, labels, types, bayes = type_determined()
+    doc = probe_layers(hidden, labels, types)
+    by_type, by_label = doc["layers"]
+    base = doc["baseline"]
+    assert base["kind"] == "identity" and doc["folds"] == 5
+    assert base["identity_accuracy"] == pytest.approx(bayes, abs=0.03)  # the Bayes rule from the type alone
+    assert by_type["gain"] == pytest.approx(0.0, abs=0.03) and by_type["gain_ci"][0] <= 0 <= by_type["gain_ci"][1]
+    assert by_label["accuracy"] > 0.99
+    assert by_label["gain"] == pytest.approx(1 - bayes, abs=0.03) and by_label["gain_ci"][0] > 0.3
+    for layer in doc["layers"]:  # the interval is the t-interval of the per-fold gains, around their mean
+        gains = np.subtract(layer["folds"]["accuracy"], layer["folds"]["baseline_accuracy"])
+        half = 2.776 * gains.std(ddof=1) / np.sqrt(5)  # t(0.975, 4 degrees of freedom)
+        assert layer["gain_ci"] == pytest.approx([gains.mean() - half, gains.mean() + half], abs=1e-3)
+        assert layer["gain"] == pytest.approx(gains.mean())
+    # the type one-hot reads the control (a label per type) perfectly: selectivity is negative there
+    assert by_type["control_accuracy"] > 0.95 and by_type["selectivity"] < -0.3
+    gain, selectivity = read_probe({"target": "t", **doc})
+    assert not nested(gain) and not nested(selectivity)
+    assert gain.startswith("Layer 1 reads t best") and f"{by_label['gain']:+.3f}" in gain
+    assert f"{by_label['accuracy']:.3f} against {by_label['baseline_accuracy']:.3f}" in gain
+    assert "negative at layer 0 " in selectivity and f"{by_type['selectivity']:+.3f}" in selectivity
+    assert "not a lack of information" in selectivity and "most selective" not in gain + selectivity
+
+
+def test_the_bigram_baseline_predicts_the_most_frequent_next_label_per_token():
+    from overparam.interpret.baselines import bigram_predict, bigram_table
+
+    ids = np.array([0, 0, 0, 1, 1, 2, 5])
+    labels = np.array([2, 2, 1, 0, -1, 1, 1])  # token 0 is followed by 2, 2, 1; token 1 by 0; 2 by 1
+    table = bigram_table(ids, labels)
+    assert table["default"] == 1 and table["tokens"] == 6  # label 1 is the most frequent (3 of 6)
+    assert bigram_predict(table, np.array([0, 1, 2, 3, 5, 99])).tolist() == [2, 0, 1, 1, 1, 1]
+    hidden, labels, types, _ = type_determined()
+    stronger = {"best": np.zeros(30, dtype=np.int64), "default": 0, "tokens": 1}  # always class 0: weak
+    doc = probe_layers(hidden, labels, types, bigram=stronger)
+    assert doc["baseline"]["kind"] == "identity"  # the better of the two is the one to beat
+    assert doc["baseline"]["bigram_accuracy"] == pytest.approx(np.mean(labels == 0), abs=0.005)
 
 
 def test_control_task_is_fixed_per_type_and_follows_the_label_distribution():
@@ -290,6 +347,25 @@ def test_probe_and_attention_commands(lm_sweep, capsys, tmp_path):
     assert "context" in capsys.readouterr().err
     assert main(["probe", str(out), "--run", ids[0], "--target", "markov_state"]) == 2
     assert main(["probe", str(out), "--run", "zzz", "--target", "char_class"]) == 2
+
+
+def test_attention_measures_the_stored_test_loss_on_the_same_tokens(lm_sweep, capsys, tmp_path):
+    from overparam.interpret.ablation import ablate_run
+    from overparam.interpret.base import load_run
+    from overparam.store import load_runs
+
+    out, ids = lm_sweep
+    stored = load_runs(out).set_index("id")["test_loss"]
+    run = load_run(out, ids[1])
+    full = ablate_run(run)
+    assert full["measured_on"] == "test_loss" and full["loss"] == pytest.approx(stored[ids[1]], rel=1e-6)
+    part = ablate_run(run, n_tokens=256)
+    assert part["measured_on"] == "subset" and part["tokens"] <= 256 + run.context
+    assert main(["attention", str(out), "--run", ids[1], "--out", str(tmp_path / "p.html"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ablation"]["loss"] == pytest.approx(stored[ids[1]], rel=1e-6)
+    assert main(["attention", str(out), "--run", ids[1], "--out", str(tmp_path / "p.html")]) == 0
+    assert f"test loss {stored[ids[1]]:.4f} nats/token" in capsys.readouterr().out
 
 
 def test_sweep_view_and_report_section(lm_sweep):

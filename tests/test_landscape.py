@@ -171,10 +171,12 @@ def test_reading_states_the_documents_numbers():
            "threshold_rule": {"text": "train loss 0.1 (set by hand)"}, "evaluated_steps": 12,
            "pooled": ["task.label_noise"]}
     said = read_steps(doc)
+    # pooled over label noise, a width's two runs are not two seeds: they are counted as runs
     assert said[0] == ("Wider networks fit faster: width 64 reached train loss 0.1 at step 300, width 16 at step 800 "
-                       "(median over the seeds that reached it).")
+                       "(median over the runs that reached it).")
     assert said[1] == "1 of 3 widths never reached it in 1,000 steps (width 8)."
-    assert said[2] == "Only 1 of 2 seeds of width 16 reached it."
+    assert said[2] == "Only 1 of 2 runs of width 16 reached it."
+    assert read_steps({**doc, "pooled": []})[2] == "Only 1 of 2 seeds of width 16 reached it."
     assert "(12 evaluated steps per run)" in said[3] and "task.label_noise" in said[4]
 
     def path(size, barrier, monotonic, train, test):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from readings import nested
 
 from overparam.analysis.scaling import (
     LAWS,
@@ -343,3 +345,102 @@ def test_fit_scaling_law_is_exported():
     import overparam
 
     assert overparam.fit_scaling_law is fit_scaling_law
+
+
+# -- only the laws the points' axes identify -------------------------------------------------------
+
+# A width sweep of a one-hidden-layer MLP on digits (overparam demo --quick, trained-mlp): one budget of
+# examples, D = C / (6N) drifting 3 % with N through the bias FLOPs, and a test loss that rises again.
+MLP_WIDTH_SWEEP = pd.DataFrame({
+    "params": [310, 835, 2110, 5560, 14560, 38410],
+    "tokens": [146663.2, 149737.0, 150833.7, 151279.4, 151447.9, 151512.5],
+    "loss": [0.965881, 0.531709, 0.585479, 0.660816, 0.628539, 0.645120]})
+
+
+def one_axis_points(axis: str = "params", drift: float = 0.03) -> pd.DataFrame:
+    """L = 2 + 400/N^0.4 at one token budget (tokens drifting by ``drift``), or the same law in D at one size."""
+    x = np.geomspace(1e4, 1e7, 7)
+    other = 1e6 * (1 + drift * np.linspace(-1, 1, len(x)))
+    loss = 2.0 + 400.0 * x ** -0.4
+    cols = {"params": x, "tokens": other} if axis == "params" else {"params": other, "tokens": x}
+    return pd.DataFrame({**cols, "loss": loss})
+
+
+@pytest.mark.parametrize("axis", ["params", "tokens"])
+def test_a_one_axis_sweep_fits_the_power_law_in_that_axis(axis):
+    fit = fit_scaling_law(one_axis_points(axis), bootstrap=0)
+    assert (fit.law, fit.extras["x"]) == ("power", axis)
+    assert_rel(fit.params, {"E": 2.0, "A": 400.0, "alpha": 0.4}, 1e-4)
+    other = "token budget" if axis == "params" else "model size"
+    assert f"one {other}" in fit.extras["note"] and fit.extras["axes"][axis] == 7
+    with pytest.raises(OverparamError, match="axis is missing"):
+        fit_scaling_law(one_axis_points(axis), law="chinchilla", bootstrap=0)
+
+
+def test_two_budgets_fit_L_of_N_at_the_larger_one():
+    pts = grid_points(n_sizes=5, n_tokens=2)
+    fit = fit_scaling_law(pts, bootstrap=0)
+    big = pts[pts["tokens"] == pts["tokens"].max()]
+    assert fit.law == "power" and fit.n_points == len(big) == 5
+    # at fixed D the law is E' + A/N^α with E' = E + B/D^β: the power law recovers exactly that
+    e_at_d = HOFFMANN["E"] + HOFFMANN["B"] * pts["tokens"].max() ** -HOFFMANN["beta"]
+    assert_rel(fit.params, {"E": e_at_d, "A": HOFFMANN["A"], "alpha": HOFFMANN["alpha"]}, 1e-4)
+
+
+def test_no_axis_with_three_values_is_refused():
+    pts = grid_points(n_sizes=2, n_tokens=2)
+    with pytest.raises(OverparamError, match="2 model sizes .* and 2 token budgets"):
+        fit_scaling_law(pts, bootstrap=0)
+
+
+def test_fit_and_advise_on_a_width_sweep_say_what_they_cannot_know(tmp_path, capsys):
+    path = tmp_path / "mlp.csv"
+    MLP_WIDTH_SWEEP.to_csv(path, index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning (overflow, divide by zero) may reach the terminal
+        doc = run_json(["fit", "--csv", str(path), "--bootstrap", "200", "--json"], capsys)
+        assert (doc["law"], doc["x"], set(doc["params"])) == ("power", "params", {"E", "A", "alpha"})
+        assert any("not monotone" in w for w in doc["warnings"])
+        assert main(["fit", "--csv", str(path), "--bootstrap", "200"]) == 0
+        out, err = capsys.readouterr()
+        assert err == "" and "only L(N) is identified" in out and "B " not in out
+        assert not any(nested(line) for line in out.splitlines()), out
+        for argv, needle in ((["fit", "--law", "chinchilla"], "the token axis is missing"),
+                             (["fit", "--law", "kaplan"], "the token axis is missing"),
+                             (["fit", "--law", "power", "--x", "tokens"], "one token budget"),
+                             (["advise", "--compute", "1e12"], "the token axis is missing")):
+            assert main([argv[0], "--csv", str(path), "--bootstrap", "50", *argv[1:]]) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith("overparam: error:") and needle in err and err.count("\n") == 1, err
+        target = 0.62
+        doc = run_json(["advise", "--csv", str(path), "--target-loss", str(target), "--bootstrap", "0",
+                        "--json"], capsys)
+    p = doc["fit"]["params"]
+    assert doc["law"] == "power" and doc["params"] == pytest.approx((p["A"] / (target - p["E"])) ** (1 / p["alpha"]))
+    assert doc["tokens"] == pytest.approx(np.exp(np.log(MLP_WIDTH_SWEEP["tokens"]).mean()))  # the one budget
+
+
+def test_the_readme_points_csv_fits_the_law_it_was_made_from(tmp_path, capsys):
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```csv\n(.*?)```", readme, re.S)[1]
+    path = tmp_path / "points.csv"
+    path.write_text(block)
+    doc = run_json(["fit", "--csv", str(path), "--law", "chinchilla", "--bootstrap", "0", "--json"], capsys)
+    assert doc["n_points"] == 9
+    assert_rel(doc["params"], {"alpha": HOFFMANN["alpha"], "beta": HOFFMANN["beta"]}, 0.02)  # 3-decimal losses
+
+
+def test_a_non_language_sweep_counts_the_examples_it_trained_on(monkeypatch):
+    """D for a digits or teacher sweep is the examples seen, never flops / (6N): a closed-form fit's FLOPs
+    grow like N²·n, which would make a width sweep look like it varied the data."""
+    import overparam.store
+
+    runs = pd.DataFrame({"status": ["done"] * 4, "params": [10, 100, 1000, 5000],
+                         "flops": [1e5, 1e7, 1e9, 2.5e10], "test_loss": [1.0, 0.8, 0.7, 0.65],
+                         "train.optimizer": ["min_norm", "min_norm", "adam", "gd"],
+                         "train.steps": [1, 1, 300, 50], "train.batch_size": [128, 128, 64, 128],
+                         "task.train_size": [500, 500, 500, 500]})
+    monkeypatch.setattr(overparam.store, "load_runs", lambda directory: runs)
+    assert points_from_sweep("ignored")["tokens"].tolist() == [500, 500, 300 * 64, 50 * 500]

@@ -38,10 +38,13 @@ COMMANDS = (
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is our one-line error with exit code 2."""
+    """argparse, but a usage error is our one-line error with exit code 2, named by its command:
+    "overparam: error: sweep: the following arguments are required: --out" (not "overparam sweep:"
+    after the prefix that already says overparam)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise OverparamError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("overparam").strip()
+        raise OverparamError(f"{command}: {message}" if command else message)
 
 
 def _clean_json(obj: Any) -> Any:

@@ -7,7 +7,9 @@ Parts (each a normal sweep directory under DIR that every command accepts):
 2. ``trained-mlp``: a one-hidden-layer MLP trained with Adam on digits with 20 % label noise.
 3. ``lm-scaling``: small GPTs on the embedded CPython documentation corpus (when available).
 
-Then the report (DIR/report.html, DIR/summary.json) with the headline numbers read in words.
+Then the report (DIR/report.html, DIR/summary.json): at its top each part's answer and shape, read by
+the same code, from the same analysis, as its sections (``overparam.report.lead``), then the lines a
+part's follow-up analyses add (its ``headline`` in ``demo.json``: compression, the scaling law).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _lm_spec(quick: bool) -> dict[str, Any] | None:
 
 PARTS: list[tuple[str, Callable[[bool], dict[str, Any] | None], str]] = [
     ("random-features", rff_spec,
-     "Model-wise double descent, the cleanest case: random Fourier features of the 8×8 digits and a "
+     "Model-wise double descent, the cleanest case: random Fourier features of scikit-learn's digits and a "
      "min-norm least-squares readout fitted in closed form (float64), swept in the number of features N "
      "around the number of training samples n = 500."),
     ("trained-mlp", mlp_spec,
@@ -109,7 +111,6 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, fuse: str = "aut
         manifest["parts"].append({"dir": name, "intro": intro, "seconds": round(time.perf_counter() - start, 1),
                                   **after})
         _say(f"{name}: done in {time.perf_counter() - start:.0f} s")
-    manifest["headline"] = headline(out, manifest)
     (out / "demo.json").write_text(json.dumps(manifest, indent=2))
     for part in manifest["parts"]:
         build_report(out / part["dir"])
@@ -160,7 +161,7 @@ def compress_widest(directory: Path, quick: bool) -> dict[str, Any]:
         return {}
     widest = runs[runs["seed"] == runs["seed"].min()].sort_values("params").iloc[-1]
     doc = compress_run(directory, widest["id"], prune=(0.5, 0.9), prune_structured=(0.5, 0.9),
-                       quantize=["int8", "int4"] if quick else None, distill_widths=(32,) if not quick else (),
+                       quantize=["int8", "int4"] if quick else ["all"], distill_widths=(32,) if not quick else (),
                        onnx=not quick, repeats=10 if quick else 30)
     def pick(method: str, variant: str | None = None, setting: Any = None) -> list[dict[str, Any]]:
         return [m for m in doc["models"] if m["method"] == method and m.get("sentence")
@@ -169,40 +170,3 @@ def compress_widest(directory: Path, quick: bool) -> dict[str, Any]:
     chosen = (sorted(pick("prune", "ft"), key=lambda m: m["setting"])[-1:] + pick("prune-structured", "ft")[-1:]
               + pick("quantize", setting="int8")[:1])
     return {"headline": [f"Compression of the widest MLP: {m['sentence']}" for m in chosen]}
-
-
-def headline(out: Path, manifest: dict[str, Any]) -> list[str]:
-    """The few sentences at the top of the report, each from the stored analysis."""
-    from overparam.analysis.double_descent import analyze_double_descent
-    from overparam.report.reading import fmt_int, fmt_num
-
-    lines = []
-    done = {p["dir"] for p in manifest["parts"]}
-    if "random-features" in done:
-        curve = analyze_double_descent(out / "random-features", stat="median")["curves"][0]
-        if curve["peak_size"] is not None and curve["best_over_size"] is not None:
-            lines.append(
-                f"Random features: median test error peaks at {fmt_num(curve['peak_test_error'])} with "
-                f"{fmt_int(curve['peak_size'])} features — the number of training samples is {N_TRAIN_RFF} — "
-                f"then falls {curve['peak_over_best_over']:.2g}× to {fmt_num(curve['best_over_test_error'])} "
-                f"by {fmt_int(curve['best_over_size'])} features; the best model with fewer features than "
-                f"samples reached {fmt_num(curve['best_under_test_error'])}.")
-    if "trained-mlp" in done:
-        curve = analyze_double_descent(out / "trained-mlp")["curves"][0]
-        if curve["threshold_size"] is None:
-            lines.append("Trained MLP: no width fitted all noisy training labels in this budget; "
-                         f"best test error {fmt_num(curve['best_under_test_error'])}.")
-        else:
-            s = (f"Trained MLP (20 % label noise): the network first fits every noisy label at width "
-                 f"{fmt_int(curve['threshold_size'])} ({fmt_int(curve['threshold_params'])} parameters). ")
-            if curve["second_descent"]:
-                s += (f"Test error peaks at {fmt_num(curve['peak_test_error'])} (width {fmt_int(curve['peak_size'])}) "
-                      f"and falls to {fmt_num(curve['best_over_test_error'])} at width "
-                      f"{fmt_int(curve['best_over_size'])}.")
-            else:
-                s += (f"No clear second descent: best test error below the threshold "
-                      f"{fmt_num(curve['best_under_test_error'])}, above it {fmt_num(curve['best_over_test_error'])}.")
-            lines.append(s)
-    for part in manifest["parts"]:
-        lines.extend(part.get("headline", []))
-    return lines

@@ -58,10 +58,73 @@ def at_most(limit: float) -> Check:
     return check
 
 
+EXTRA = "*"  # an options table holding this key takes any other key too, checked by its Option
+
+
+class OptionTable(dict):
+    """An options table that says whose keys they are: a user's factory, whose parameters they are
+    (an unknown key is then "make_net in 'net.py:make_net' takes no keyword 'widht'")."""
+
+    def __init__(self, *args: Any, owner: str = "", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+
+
+def unknown_key(path: str, key: str, options: dict[str, Option]) -> str:
+    """The one-line message for a key the table does not take, with the accepted ones."""
+    owner = getattr(options, "owner", "")
+    if owner:
+        accepted = ", ".join(k for k in options if k not in ("family", "kind", EXTRA)) or "none"
+        return f"{path}.{key}: {owner} takes no keyword {key!r} (accepted: {accepted})"
+    return f"{path}.{key}: unknown key (known keys: {known_keys(options)})"
+
+
+def lookup(options: dict[str, Option], key: str) -> Option | None:
+    """The option a key is checked against: its own, the table's ``EXTRA`` one, or None (unknown)."""
+    if key != EXTRA and key in options:
+        return options[key]
+    return options.get(EXTRA)
+
+
+def known_keys(options: dict[str, Option]) -> str:
+    """The keys a table names, for an "unknown key" message (``EXTRA`` said in words)."""
+    names = sorted(k for k in options if k != EXTRA)
+    return ", ".join(names) + (" and any other keyword" if EXTRA in options else "")
+
+
+def json_value(v: Any) -> str | None:
+    """A value that round-trips through canonical JSON: what a run's config and id are made of.
+
+    Mapping keys must be strings; numbers finite; nothing but null, true/false, numbers,
+    strings, lists and mappings (a YAML date or a Python object would not name a run stably).
+    """
+    if v is None or isinstance(v, (bool, int, str)):
+        return None
+    if isinstance(v, float):
+        return None if math.isfinite(v) else "must hold finite numbers only"
+    if isinstance(v, (list, tuple)):
+        return next((p for p in map(json_value, v) if p), None)
+    if isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v):
+            return "mapping keys must be strings"
+        return next((p for p in map(json_value, v.values()) if p), None)
+    return f"must be JSON-like (null, true/false, numbers, strings, lists, mappings), not {type(v).__name__}"
+
+
+def json_copy(v: Any) -> Any:
+    """A deep, canonical copy of a JSON-like value (tuples as lists): equal settings, equal runs."""
+    if isinstance(v, dict):
+        return {k: json_copy(v[k]) for k in sorted(v)}
+    if isinstance(v, (list, tuple)):
+        return [json_copy(x) for x in v]
+    return v
+
+
 def _type_name(t: type | tuple[type, ...]) -> str:
     types = t if isinstance(t, tuple) else (t,)
-    return " or ".join({int: "integer", float: "number", str: "string", bool: "true/false",
-                        list: "list", dict: "mapping"}.get(x, x.__name__) for x in types)
+    names = {int: "integer", float: "number", str: "string", bool: "true/false", list: "list", dict: "mapping",
+             object: "any JSON-like value"}
+    return " or ".join(dict.fromkeys(names.get(x, x.__name__) for x in types))
 
 
 def coerce(path: str, option: Option, value: Any) -> Any:
@@ -76,7 +139,7 @@ def coerce(path: str, option: Option, value: Any) -> Any:
             return None
         raise SpecError(f"{path}: must not be null (expected {_type_name(option.type)})")
     types = option.type if isinstance(option.type, tuple) else (option.type,)
-    if isinstance(value, bool) and bool not in types:
+    if isinstance(value, bool) and bool not in types and object not in types:
         raise SpecError(f"{path}: expected {_type_name(option.type)}, got {value!r}")
     if float in types and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -103,11 +166,15 @@ def resolve_section(path: str, options: dict[str, Option], given: dict[str, Any]
 
     if not isinstance(given, dict):
         raise SpecError(f"{path}: expected a mapping, got {given!r}")
-    unknown = sorted(set(given) - set(options))
+    unknown = sorted(k for k in given if lookup(options, k) is None)
     if unknown:
-        known = ", ".join(sorted(options))
-        raise SpecError(f"{path}.{unknown[0]}: unknown key (known keys: {known})")
-    return {key: coerce(f"{path}.{key}", opt, given.get(key, opt.default)) for key, opt in options.items()}
+        raise SpecError(unknown_key(path, unknown[0], options))
+    resolved = {key: coerce(f"{path}.{key}", opt, given.get(key, opt.default)) for key, opt in options.items()
+                if key != EXTRA}
+    extra = options.get(EXTRA)
+    for key in sorted(set(given) - set(resolved)):  # taken by the table's EXTRA option
+        resolved[key] = coerce(f"{path}.{key}", extra, given[key])
+    return resolved
 
 
 def non_default(options: dict[str, Option], resolved: dict[str, Any]) -> dict[str, Any]:

@@ -17,10 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overparam.data import task_module
+from overparam.data import is_language_task, task_module
 from overparam.errors import SpecError
 from overparam.models import family_module
-from overparam.options import Option, coerce, non_default, resolve_section
+from overparam.options import (
+    Option,
+    coerce,
+    json_copy,
+    json_value,
+    known_keys,
+    lookup,
+    non_default,
+    resolve_section,
+    unknown_key,
+)
 from overparam.spec_input import (
     MAX_AXIS_COUNT,
     axes_detail,
@@ -73,9 +83,13 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
 def _check_consistency(cfg: dict[str, Any]) -> None:
     """Checks that span keys (a family's own ``validate``, closed form needs a linear model)."""
     train, family = cfg["train"], cfg["model"]["family"]
-    validate = getattr(family_module(family), "validate", None)
-    if validate is not None:
-        validate(cfg["model"])
+    for module, section in ((task_module(cfg["task"]["kind"]), "task"), (family_module(family), "model")):
+        validate = getattr(module, "validate", None)  # a task's or family's own cross-key checks
+        if validate is not None:
+            validate(cfg[section])
+    check_recipe = getattr(family_module(family), "check_recipe", None)  # e.g. train.dropout needs a user
+    if check_recipe is not None:  # factory that takes it
+        check_recipe(train)
     if train["optimizer"] in recipe.CLOSED_FORM and not family_module(family).LINEAR_IN_PARAMS:
         raise SpecError(f"train.optimizer: {train['optimizer']} is closed form and needs a model linear in "
                         f"its parameters (linear, rff), not {family!r}")
@@ -87,7 +101,7 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
             raise SpecError(f"train.autocast: {train['autocast']} needs float32 parameters; train.dtype float64 "
                             f"would leave every op in float64 (use dtype: float32 or autocast: off)")
     curvature = [d for d in train["diagnostics"] if d in ("sharpness", "trace")]
-    if curvature and cfg["task"]["kind"] in ("text", "markov"):
+    if curvature and is_language_task(cfg["task"]):
         raise SpecError(f"train.diagnostics: {curvature[0]} needs a task with inputs and targets; a language "
                         f"model ({cfg['task']['kind']}) can record norms only")
 
@@ -105,26 +119,42 @@ def run_id(resolved: dict[str, Any]) -> str:
 
 
 def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``section.leaf`` (or ``section.leaf.entry`` inside a mapping setting) to ``value``."""
     if key == "seed":
         config["seed"] = value
         return
-    section, leaf = key.split(".", 1)
+    section, leaf, *entry = key.split(".", 2)
+    if entry:  # one entry of a mapping (model.config.n_embd): a fresh mapping, never the shared default
+        value = {**(config.setdefault(section, {}).get(leaf) or {}), entry[0]: value}
     config.setdefault(section, {})[leaf] = value
+
+
+# An entry of a mapping setting swept on its own (vary: {model.config.n_embd: [64, 128]}); what the
+# entry may hold is the mapping's owner's to check (e.g. a transformers config).
+ENTRY_OPTION = Option((object,), None, "one entry of a mapping setting", check=json_value, normalize=json_copy)
 
 
 def _axis_option(key: str, tables: dict[str, dict[str, Option]]) -> Option:
     if key == "seed":
         return SEED_OPTION
     parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in tables:
+    if len(parts) not in (2, 3) or parts[0] not in tables:
         raise SpecError(f"vary.{key}: an axis is 'seed' or a dotted leaf task.X, model.X or train.X")
-    section, leaf = parts
-    if leaf not in tables[section]:
-        known = ", ".join(sorted(tables[section]))
-        raise SpecError(f"vary.{key}: unknown key {leaf!r} for {section} (known keys: {known})")
+    section, leaf = parts[:2]
+    option = lookup(tables[section], leaf)
+    if option is None:
+        if getattr(tables[section], "owner", ""):
+            raise SpecError(unknown_key(f"vary.{section}", leaf, tables[section]))
+        raise SpecError(f"vary.{key}: unknown key {leaf!r} for {section} (known keys: {known_keys(tables[section])})")
     if leaf in ("kind", "family"):
         raise SpecError(f"vary.{key}: sweep one task kind and model family per spec")
-    return tables[section][leaf]
+    if len(parts) == 3:
+        types = option.type if isinstance(option.type, tuple) else (option.type,)
+        if dict not in types:
+            raise SpecError(f"vary.{key}: {section}.{leaf} is not a mapping; an axis is a dotted leaf "
+                            f"{section}.{leaf} (three parts only for an entry of a mapping setting)")
+        return ENTRY_OPTION
+    return option
 
 
 def expand_axis(key: str, raw: Any, option: Option) -> list[Any]:

@@ -344,11 +344,12 @@ def open_store(directory: str | Path) -> Store:
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
-    """{"task": {"kind": …}} → {"task.kind": …}; ``seed`` stays ``seed``."""
+    """{"task": {"kind": …}} → {"task.kind": …}; ``seed`` stays ``seed``; a mapping setting
+    becomes one column per entry ({"model": {"config": {"n_embd": 64}}} → "model.config.n_embd")."""
     flat: dict[str, Any] = {}
     for section, value in config.items():
         if isinstance(value, dict):
-            for key, v in value.items():
+            for key, v in flatten_config(value).items():
                 flat[f"{section}.{key}"] = v
         else:
             flat[section] = value

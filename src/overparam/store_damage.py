@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 STATUSES = ("pending", "running", "done", "diverged", "failed")
-NUMERIC_METRICS = ("train_error", "test_error", "train_loss", "test_loss")
+# metrics the analyses read as numbers (a text or true/false there is damage, not a value to plot)
+NUMERIC_METRICS = ("train_error", "test_error", "train_loss", "test_loss", "train_error_clean", "param_norm",
+                   "n_train", "n_test", "tokens", "entropy_rate", "diverged_at", "resumed_from")
 META_TYPES: dict[str, type | tuple[type, ...]] = {"spec": dict, "name": (str, int, float),
-                                                  "size_axes": (list, type(None))}
+                                                  "size_axes": (list, type(None)), "model_sources": dict}
+META_ENTRY_TYPES: dict[str, type] = {"model_sources": dict}  # family -> {"path", "sha256"} (models.provenance)
 
 
 class StoreDamageWarning(UserWarning):
@@ -128,6 +131,11 @@ def decode_meta(key: str, text: Any) -> Any:
     kind = META_TYPES.get(key)
     if kind is not None and not isinstance(value, kind):
         raise RowError(f"meta {key!r}", f"unexpected {type(value).__name__} {text[:40]!r}")
+    entry = META_ENTRY_TYPES.get(key)
+    if entry is not None:
+        for name, item in value.items():
+            if not isinstance(item, entry):
+                raise RowError(f"meta {key!r}", f"its entry {name!r:.40} is {type(item).__name__} {item!r:.40}")
     return value
 
 

@@ -77,7 +77,7 @@ def size_axis(runs: pd.DataFrame) -> str:
     return "params"
 
 
-def _groups(runs: pd.DataFrame, axis: str) -> list[str]:
+def other_settings(runs: pd.DataFrame, axis: str) -> list[str]:
     """Settings that split curves besides size and replicate seeds (as in the double-descent analysis)."""
     from overparam.analysis.double_descent import IGNORED, SIZE_COLUMNS
 
@@ -104,7 +104,7 @@ def epochwise_peaks(source: str | Path | tuple[pd.DataFrame, pd.DataFrame], metr
     metric = metric or curve_metric(curves)
     runs = runs[runs["status"] == "done"]
     axis = size_axis(runs)
-    others = _groups(runs, axis)
+    others = other_settings(runs, axis)
     data = curves[(curves["name"] == metric) & curves["run_id"].isin(set(runs["id"]))]
     data = data.dropna(subset=["value"]).sort_values(["run_id", "step"])
     info = runs.set_index("id")

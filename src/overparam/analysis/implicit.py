@@ -128,4 +128,25 @@ def diagnose_run(directory: str, run_id: str, k: int = 1, trace_samples: int = 0
     out["stability_threshold"] = stability_threshold(train)
     if trace_samples > 1:
         out["hessian_trace"], out["hessian_trace_se"] = hessian_trace(final, task, trace_samples, loss=kind)
+    out["why_null"] = why_null(out, config["model"]["family"], train)
     return out
+
+
+def why_null(doc: dict[str, Any], family: str, train: dict[str, Any]) -> dict[str, str]:
+    """Why each null number of ``doc`` is null, in words (the command prints these instead of None)."""
+    reasons: dict[str, str] = {}
+    if doc.get("distance_to_min_norm") is None:
+        from overparam.models import family_module
+
+        linear = family_module(family).LINEAR_IN_PARAMS
+        why = (f"the {family} family is not linear in its parameters, so it has no min-norm interpolant to compare "
+               f"with" if not linear else "the min-norm interpolant is defined for the squared loss; this run "
+               f"was trained on {train.get('loss')}")
+        reasons["distance_to_min_norm"] = reasons["min_norm_norm"] = why
+    if doc.get("stability_threshold") is None:
+        from overparam.train import recipe
+
+        how = ("is solved in closed form, with no step size" if train["optimizer"] in recipe.CLOSED_FORM else
+               "adapts its step per coordinate (Cohen et al. 2022)")
+        reasons["stability_threshold"] = f"2/lr bounds the sharpness only for gd and sgd; {train['optimizer']} {how}"
+    return reasons

@@ -99,6 +99,7 @@ def load_run_models(directory: str | Path, run_id: str) -> tuple[nn.Module, nn.M
     """
     from overparam.data import load_task
     from overparam.models import family_module
+    from overparam.models.provenance import check_rebuild
     from overparam.store import open_store
     from overparam.sweep.checkpoints import load_checkpoint
     from overparam.train.run import run_dtype, shape_of
@@ -112,6 +113,7 @@ def load_run_models(directory: str | Path, run_id: str) -> tuple[nn.Module, nn.M
             raise StoreError(f"run {run_id} is {run['status']}, not done: there are no trained weights")
         path = store.checkpoint_path(run_id)
     config = run["config"]
+    check_rebuild(directory, config["model"]["family"])  # a user model's file must be the one it trained from
     state = load_checkpoint(path, run_id, config)
     task = load_task(config["task"])
     family = family_module(config["model"]["family"])

@@ -26,13 +26,13 @@ import pandas as pd
 
 from overparam.analysis.epochwise import size_axis
 from overparam.analysis.landscape import DEFAULT_ALPHAS, path_vs_width, steps_to_threshold
+from overparam.data import is_language_task
 from overparam.errors import OverparamError
 
 VERSION = 1
 ARTIFACT = "landscape"  # DIR/analyses/landscape.json
 METRICS = ("train_loss", "train_error")
 MIN_POINTS = 3  # evaluated steps per run before "the first step at or below" says anything
-LANGUAGE_TASKS = ("text", "markov")
 
 
 def fmt_num(v: float | None) -> str:
@@ -189,7 +189,7 @@ def analyze_landscape(directory: str | Path, *, threshold: float | None = None, 
     done = runs[runs["status"] == "done"] if not runs.empty else runs
     if done.empty:
         raise OverparamError(f"{directory}: no finished runs")
-    if "task.kind" in done and str(done["task.kind"].iloc[0]) in LANGUAGE_TASKS:
+    if is_language_task({k: done[f"task.{k}"].iloc[0] for k in ("kind", "text_column") if f"task.{k}" in done}):
         raise OverparamError(f"{directory}: a language-model sweep; the linear path needs a task with inputs "
                              f"(see `overparam fit` for language models)")
     axis = size_axis(done)
@@ -312,7 +312,8 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
     reached = [s for s in sizes if s["n_reached"]]
     never = [s for s in sizes if not s["n_reached"]]
     last = max((r["last_step"] for r in steps["runs"]), default=0)
-    seeds = " (median over the seeds that reached it)" if any(s["n_runs"] > 1 for s in reached) else ""
+    runs = "runs" if doc.get("pooled") else "seeds"  # pooled over another setting, a width's runs are not seeds
+    seeds = f" (median over the {runs} that reached it)" if any(s["n_runs"] > 1 for s in reached) else ""
     out = []
     if not reached:
         finals = [r["final"] for r in steps["runs"] if r["final"] is not None]
@@ -338,8 +339,8 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
     if partial:
         s = partial[0]
         share = f"{s['n_reached']} of {s['n_runs']}"
-        out.append(f"Only {share} seeds of {word} {s['size']} reached it." if len(partial) == 1 else
-                   f"At {len(partial)} {word}s only some seeds reached it (e.g. {word} {s['size']}: {share}).")
+        out.append(f"Only {share} {runs} of {word} {s['size']} reached it." if len(partial) == 1 else
+                   f"At {len(partial)} {word}s only some {runs} reached it (e.g. {word} {s['size']}: {share}).")
     out.append(f"Threshold: {doc['threshold_rule']['text']}. A step is the first evaluated step at or below it, "
                f"so it is only as fine as the stored curve ({doc['evaluated_steps']} evaluated steps per run).")
     if doc.get("pooled"):

@@ -12,6 +12,10 @@ intervals:
                    (Hoffmann et al. 2022), and the loss they reach;
   --target-loss L  the compute-optimal N and D that reach loss L (the least compute that does),
                    and min_params, the smallest model that reaches L at all (with unlimited tokens).
+
+Both need points that vary model size and tokens (3 or more distinct values of each). On a sweep that
+varied only one (a width sweep at one token budget), --compute is refused, naming the missing axis,
+and --target-loss gives the smallest size that reaches L at that budget, from L(N) alone.
 """
 
 
@@ -45,16 +49,30 @@ def run(args: argparse.Namespace) -> int:
         iv = f" [{ci[key][0]:.3g}, {ci[key][1]:.3g}]" if key in ci else ""
         return f"  {key:<17} {doc[key]:.4g}{iv} {unit}".rstrip()
 
+    if doc.get("note"):
+        print(f"note: {doc['note']}")
+    for warning in (doc.get("fit") or {}).get("warnings", []):
+        print(f"warning: {warning}")
     if "compute" in doc:
         print(f"compute-optimal allocation for C = {doc['compute']:.3g} FLOPs "
               f"({doc['extrapolation_factor']:.3g}x the largest compute in the data):")
         lines = [show("params", "params"), show("tokens", "tokens"), show("tokens_per_param", ""),
                  show("loss", "(predicted)")]
+    elif doc.get("law") == "power":
+        (axis, value), = doc["fixed"].items()
+        what = "model" if doc["x"] == "params" else "token budget"
+        print(f"the smallest {what} that reaches loss {doc['target_loss']:g} at this sweep's {value:.4g} {axis}, "
+              f"from L({'N' if doc['x'] == 'params' else 'D'}) alone:")
+        lines = [show("params", "params"), show("tokens", "tokens"), show("flops", "FLOPs")]
+        if "reachable_fraction" in doc:
+            lines.append(f"  reachable in {100 * doc['reachable_fraction']:.1f} % of the bootstrap fits")
     else:
         print(f"to reach loss {doc['target_loss']:g} with the least compute "
               f"({doc['extrapolation_factor']:.3g}x the largest compute in the data):")
         lines = [show("params", "params"), show("tokens", "tokens"), show("flops", "FLOPs"),
-                 show("tokens_per_param", ""), show("min_params", "params (with unlimited tokens)")]
+                 show("tokens_per_param", "")]
+        if "min_params" in doc and doc.get("law") != "power":
+            lines.append(show("min_params", "params (with unlimited tokens)"))
         if "reachable_fraction" in doc:
             lines.append(f"  reachable in {100 * doc['reachable_fraction']:.1f} % of the bootstrap fits")
     print("\n".join(lines))

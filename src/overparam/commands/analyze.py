@@ -1,4 +1,4 @@
-"""``overparam analyze DIR``: interpolation threshold, test-error peak, both minima, per curve."""
+"""``overparam analyze DIR``: the answer, then per curve the threshold, the peak and its verdict."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ import argparse
 
 
 def register(sub) -> None:
-    p = sub.add_parser("analyze", help="find the interpolation threshold and the double-descent peak",
+    from overparam.analysis.defaults import EPS, TOLERANCE
+
+    p = sub.add_parser("analyze", help="the smallest size that does the job; interpolation threshold, "
+                       "test-error peak and its verdict against the noise",
                        epilog="example: overparam analyze runs/dd --json")
     p.add_argument("dir", help="sweep directory")
-    p.add_argument("--eps", type=float, default=0.0,
-                   help="train-error tolerance of the interpolation threshold (default 0: every label fitted)")
+    p.add_argument("--eps", type=float, default=EPS,
+                   help=f"train-error tolerance of the interpolation threshold (default {EPS:g}, Nakkiran et al. "
+                   "2019's effective model complexity; 0: every label fitted)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"the answer: the smallest size within this of the best test error (absolute, default "
+                   f"{TOLERANCE:g}) or test loss (relative, {TOLERANCE * 100:g} %%)")
     p.add_argument("--threshold-on", choices=("auto", "error", "loss"), default="auto",
                    help="train metric that defines interpolation (auto: loss for closed-form least squares "
                    "and regression, error otherwise)")
@@ -20,33 +27,44 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from overparam.analysis.double_descent import analyze_double_descent
-    from overparam.cli import print_json
+def check_number(name: str, value: float) -> None:
     from overparam.errors import OverparamError
 
-    if args.eps < 0 or args.eps != args.eps:
-        raise OverparamError(f"--eps: expected a number >= 0, got {args.eps}")
-    doc = analyze_double_descent(args.dir, eps=args.eps, stat=args.stat, include_unstable=args.include_unstable,
-                                 threshold_on=args.threshold_on)
-    from overparam.analysis.epochwise import epochwise_peaks
+    if not value >= 0 or value == float("inf"):  # NaN fails the first test
+        raise OverparamError(f"{name}: expected a number >= 0, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from overparam.analysis.double_descent import analyze_double_descent, require_finished
+    from overparam.cli import print_json
     from overparam.store import load_curves, load_runs
 
-    runs, curves = load_runs(args.dir), load_curves(args.dir)
+    check_number("--eps", args.eps)
+    check_number("--tolerance", args.tolerance)
+    runs = load_runs(args.dir)
+    require_finished(runs, args.dir)
+    doc = analyze_double_descent(args.dir, eps=args.eps, stat=args.stat, include_unstable=args.include_unstable,
+                                 threshold_on=args.threshold_on, tolerance=args.tolerance)
+    from overparam.analysis.epochwise import epochwise_peaks
+
+    curves = load_curves(args.dir)
     if curves["step"].nunique() >= 3:  # curves over training time: epoch-wise double descent too
         epochwise = epochwise_peaks((runs, curves))
         doc["epochwise"] = {k: v for k, v in epochwise.items() if k != "runs"}
     if args.json:
         print_json(doc)
         return 0
-    from overparam.report.reading import read_curve
+    from overparam.report.reading import answer_claim, read_curve
+
     family = runs["model.family"].iloc[0] if "model.family" in runs else None
-    size = runs["task.train_size"].iloc[0] if "task.train_size" in runs else None
-    n_train = int(size) if size is not None and size == size else None  # null (image tasks: all of it), NaN
+    answer = answer_claim(doc["answer"], family)
+    if answer:
+        print(answer["text"])
+    print(f"(over seeds: the {args.stat}; --stat to change)")
     for curve in doc["curves"]:
         fixed = ", ".join(f"{k}={v}" for k, v in curve["fixed"].items())
         print(f"curve over {curve['axis']}" + (f" ({fixed})" if fixed else "") + ":")
-        for sentence in read_curve(curve, family, n_train):
+        for sentence in read_curve(curve, family):
             print(f"  {sentence}")
     if "epochwise" in doc:
         ew = doc["epochwise"]

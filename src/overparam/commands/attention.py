@@ -72,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if view.ablation:
         a = view.ablation
         print()
-        print(f"test loss {a['loss']:.4f} nats/token on {a['tokens']:,} tokens; with the k least important "
-              f"heads removed: " + ", ".join(f"k={p['removed']}: {p['loss']:.4f}" for p in a["curve"]))
+        where = ("the windows of the run's stored test_loss" if a["measured_on"] == "test_loss" else
+                 f"a subset of the stored test_loss's windows (stored: {a['stored_test_loss']:.4f})")
+        print(f"test loss {a['loss']:.4f} nats/token on {a['tokens']:,} tokens, {where}; with the k least "
+              f"important heads removed: " + ", ".join(f"k={p['removed']}: {p['loss']:.4f}" for p in a["curve"]))
         print(f"heads used: {a['heads_used']} of {a['heads_total']} (the others can be removed for at most "
               f"{a['tolerance']:.0%} more loss)")
     return 0

@@ -8,8 +8,13 @@ import sys
 EXAMPLE = """examples:
   overparam compress runs/dd --run 071044c10572
   overparam compress runs/dd --run 0710 --prune 0.9,0.95 --quantize int8,int4-g32 --distill-width 32 --json
-  overparam compress runs/dd --run 0710 --prune none --prune-structured none --lottery 0.9,0.97
+  overparam compress runs/dd --run 0710 --lottery 0.9,0.97
+  overparam compress runs/dd --run 0710 --quantize all
 
+Runs exactly the methods named (--prune, --structured, --quantize, --distill-width, --lottery); with
+none named, the default set: --prune 0.5,0.9 --structured 0.5,0.9 --quantize int8,int4 (each pruned
+model with and without fine-tuning). Lottery tickets and distillation cost whole training runs and run
+only when named. One torch thread (as a sweep; OVERPARAM_THREADS or --threads for more).
 Writes DIR/analyses/compress.json (the --json document) and the model files under DIR/compressed/ID/.
 Latency is measured on this machine (batch 1 and 64, median and p10-p90 over --repeats calls)."""
 
@@ -44,25 +49,26 @@ def register(sub) -> None:
     p.add_argument("dir", help="sweep directory")
     p.add_argument("--run", required=True, metavar="ID",
                    help="run id (or a unique prefix; see `overparam runs DIR`)")
-    p.add_argument("--prune", default="0.5,0.8,0.9,0.95", metavar="S,…",
-                   help="global magnitude-pruning sparsities, each with and without fine-tuning (none: skip)")
-    p.add_argument("--prune-structured", default="0.5,0.75,0.9", metavar="F,…",
-                   help="fractions of neurons (and gpt heads) removed per layer, rebuilt smaller "
-                        "(none: skip)")
+    p.add_argument("--prune", default=None, metavar="S,…",
+                   help="global magnitude-pruning sparsities, each with and without fine-tuning")
+    p.add_argument("--structured", "--prune-structured", dest="structured", default=None, metavar="F,…",
+                   help="fractions of neurons (and gpt heads) removed per layer, rebuilt smaller, each with "
+                        "and without fine-tuning")
     p.add_argument("--structured-by", choices=("norm", "importance"), default="importance",
                    help="rank units by weight norm or by Taylor importance (default)")
-    p.add_argument("--lottery", default="none", metavar="S,…",
+    p.add_argument("--lottery", default=None, metavar="S,…",
                    help="lottery-ticket sparsities: iterative magnitude pruning with rewinding, plus the "
-                        "random-reinit control (costs one training run per level; default: none)")
+                        "random-reinit control (costs one training run per level)")
     p.add_argument("--lottery-rate", type=float, default=0.2,
                    help="share of surviving weights pruned per level")
     p.add_argument("--rewind-step", type=int, default=None,
                    help="rewind to this step (default: 2%% of training)")
     p.add_argument("--quantize", default=None, metavar="SCHEME,…",
-                   help="int8, int4, int8-g<N>, int4-g<N>, fp16, bf16, dynamic-int8, ort-int8 (default: all "
-                        "this machine can run; none: skip)")
-    p.add_argument("--distill-width", default="none", metavar="W,…",
-                   help="student widths (gpt: d_model), each beside a from-scratch student (default: none)")
+                   help="int8, int4, int8-g<N>, int4-g<N>, fp16, bf16, dynamic-int8, ort-int8, or all (every "
+                        "scheme this machine can run)")
+    p.add_argument("--distill-width", default=None, metavar="W,…",
+                   help="student widths (gpt: d_model), each beside a from-scratch student trained as long "
+                        "as the run")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the soft (teacher) term")
     p.add_argument("--finetune-steps", type=int, default=None,
@@ -71,7 +77,8 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=30, help="timed calls per latency measurement")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch (and ONNX Runtime) threads while measuring")
+                   help="torch (and ONNX Runtime) threads for fine-tuning and timing (default 1, or "
+                        "OVERPARAM_THREADS: several threads on a loaded machine were measured up to 10x slower)")
     p.add_argument("--json", action="store_true",
                    help="print {\"models\": [...]} (and nothing else) on stdout")
     p.set_defaults(func=run)
@@ -79,31 +86,28 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from overparam.cli import print_json, print_reading
-    from overparam.errors import OverparamError
 
     if args.threads is not None:
+        from overparam.errors import OverparamError
         from overparam.flags import max_threads
 
         if not 1 <= args.threads <= max_threads():  # torch's OpenMP crashed (SIGSEGV) at 99999
             raise OverparamError(f"--threads: expected 1..{max_threads()}, got {args.threads}")
-        import torch
 
-        torch.set_num_threads(args.threads)
-    prune = _floats(args.prune)
-    structured = _floats(args.prune_structured)
-    lottery = _floats(args.lottery)
-    widths = _ints(args.distill_width)
-    quantize = None
-    if args.quantize is not None:
-        quantize = [] if args.quantize.strip().lower() in ("", "none") else \
-            [s for s in args.quantize.split(",") if s.strip()]
+    def named(text: str | None, parse):
+        return None if text is None else parse(text)
+
+    quantize = named(args.quantize, lambda t: [] if t.strip().lower() in ("", "none") else
+                     [s.strip() for s in t.split(",") if s.strip()])
     from overparam.compress.frontier import compress_run
 
-    doc = compress_run(args.dir, args.run, prune=prune, finetune_steps=args.finetune_steps,
-                       prune_structured=structured, structured_by=args.structured_by, lottery=lottery,
-                       lottery_rate=args.lottery_rate, rewind_step=args.rewind_step, quantize=quantize,
-                       distill_widths=widths, temperature=args.temperature, alpha=args.alpha,
-                       onnx=False if args.no_onnx else None, repeats=args.repeats, warmup=args.warmup,
+    doc = compress_run(args.dir, args.run, prune=named(args.prune, _floats), finetune_steps=args.finetune_steps,
+                       prune_structured=named(args.structured, _floats), structured_by=args.structured_by,
+                       lottery=named(args.lottery, _floats), lottery_rate=args.lottery_rate,
+                       rewind_step=args.rewind_step, quantize=quantize,
+                       distill_widths=named(args.distill_width, _ints), temperature=args.temperature,
+                       alpha=args.alpha, onnx=False if args.no_onnx else None, repeats=args.repeats,
+                       warmup=args.warmup, threads=args.threads,
                        log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if args.json:
         print_json(doc)
@@ -124,21 +128,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def equivalent_text(e: dict) -> str:
+    """The dense-equivalent size of an entry for a table cell: '80,181', '153,610 (parent)',
+    '153,610 (parent, better)', '< 310 (below the sweep)', or '-'."""
+    status, n = e.get("dense_equivalent_status"), e.get("dense_equivalent_params")
+    if status == "parent":
+        return f"{n:,.0f} (parent{', better' if e.get('dense_equivalent_better') else ''})"
+    if status == "matched" and n is not None:
+        return f"{n:,.0f}"
+    if status == "below_sweep":
+        return f"< {e.get('dense_equivalent_bound') or 0:,} (below the sweep)"
+    return "-"
+
+
 def table(doc: dict) -> str:
     """The frontier as an aligned text table."""
+    metric = doc.get("metric", "test_loss").replace("test_", "")
     rows = [("method", "setting", "variant", "test err", "test loss", "nonzero", "bytes", "b1 ms (p10-p90)",
-             "b64 ms", "x b1", "x b64", "dense-eq params")]
+             "b64 ms", "x b1", "x b64", f"dense-eq params (by {metric})", "seconds")]
     for e in doc["models"]:
         err = "" if e["test_error"] is None else f"{100 * e['test_error']:.2f} %"
-        eq = e["dense_equivalent_params"]
-        bound = e.get("dense_equivalent_bound") or 0
-        bounds = {"at_most_smallest": f"<= {bound:,}", "beyond_largest": f"> {bound:,}"}
-        eq_text = f"{eq:,.0f}" if eq is not None else bounds.get(e["dense_equivalent_status"], "-")
         b1 = e["latency_b1"]
         variant = e.get("variant") or (("ft" if e.get("finetuned") else "no ft") if "finetuned" in e else "")
         rows.append((e["method"], "" if e["setting"] is None else str(e["setting"]), variant, err,
                      f"{e['test_loss']:.4f}", f"{e['nonzero_params']:,}", f"{e['bytes']:,}",
                      f"{b1['median']:.3f} ({b1['p10']:.3f}-{b1['p90']:.3f})", f"{e['latency_ms_b64']:.3f}",
-                     f"{e['speedup_b1']:.2f}", f"{e['speedup_b64']:.2f}", eq_text))
+                     f"{e['speedup_b1']:.2f}", f"{e['speedup_b64']:.2f}", equivalent_text(e),
+                     f"{e.get('seconds', 0):.1f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

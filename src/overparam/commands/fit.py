@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-LAW_CHOICES = ("chinchilla", "chinchilla-envelope", "chinchilla-isoflop", "kaplan", "power", "bnsl")
+LAW_CHOICES = ("auto", "chinchilla", "chinchilla-envelope", "chinchilla-isoflop", "kaplan", "power", "bnsl")
 
 DESCRIPTION = """\
 Fit a scaling law to finished runs (a sweep DIR) or to a CSV with columns params,tokens,loss
@@ -12,13 +12,19 @@ Fit a scaling law to finished runs (a sweep DIR) or to a CSV with columns params
 Chinchilla points (columns Model Size, Training FLOP, loss) is read too.
 
 laws:
+  auto                 the default: chinchilla when the points vary both model size and tokens (3 or
+                       more distinct values of each); the power law in the one that varies otherwise
+                       (a width sweep: L(N), at the largest token budget); an error when neither does
   chinchilla           L = E + A/N^alpha + B/D^beta, Approach 3 as Besiroglu et al. 2024 refit it
-                       (Huber on log residuals, L-BFGS from 4,500 starts); the default
+                       (Huber on log residuals, L-BFGS from 4,500 starts)
   chinchilla-envelope  Approach 1: the loss-compute envelope -> N*(C), D*(C) power laws
   chinchilla-isoflop   Approach 2: a parabola in log N per compute budget -> N*(C), D*(C)
   kaplan               L = [(Nc/N)^(alpha_N/alpha_D) + Dc/D]^alpha_D (Kaplan et al. 2020)
   power                L = E + A/X^alpha in one variable, X chosen by --x
   bnsl                 broken power law in --x (Caballero et al. 2022), for non-monotone curves
+
+A law is fitted only where the points identify it: the joint laws need 3 or more distinct model sizes
+and token budgets (values within 12 % count as one budget), power and bnsl 3 or more values of --x.
 """
 
 
@@ -54,7 +60,8 @@ def register(sub) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example: overparam fit --csv points.csv --law chinchilla --json")
     add_source_args(p)
-    p.add_argument("--law", choices=LAW_CHOICES, default="chinchilla", help="the law (default chinchilla)")
+    p.add_argument("--law", choices=LAW_CHOICES, default="auto",
+                   help="the law (default auto: the one the points' axes identify)")
     p.add_argument("--x", choices=("params", "tokens", "flops"), default=None,
                    help="the variable of --law power or bnsl (default params)")
     p.add_argument("--breaks", type=int, default=None, help="breaks of --law bnsl (1-3, default 1)")
@@ -98,7 +105,10 @@ def _g(v) -> str:
 def print_summary(doc: dict) -> None:
     """A few human lines: constants with intervals, allocation, backtest, diminishing returns."""
     boot = f", {doc['bootstrap']} bootstrap resamples (95 % intervals)" if doc["bootstrap"] else ""
-    print(f"{doc['law']} fit on {doc['n_points']} points{boot}")
+    law = f"{doc['law']} in {doc['x']}" if doc.get("x") else doc["law"]
+    print(f"{law} fit on {doc['n_points']} points{boot}")
+    if doc.get("note"):
+        print(f"  note: {doc['note']}")
     for name, value in doc["params"].items():
         ci = doc["ci"].get(name)
         print(f"  {name:<9} {_g(value):>10}" + (f"   [{_g(ci[0])}, {_g(ci[1])}]" if ci else ""))
@@ -113,6 +123,8 @@ def print_summary(doc: dict) -> None:
               f"max {100 * bt['max_abs_rel_error']:.2f} %")
     elif bt:
         print(f"backtest skipped: {bt['skipped']}")
+    for warning in doc.get("warnings") or []:
+        print(f"warning: {warning}")
     dr = doc.get("diminishing_returns")
     if dr:
         where = f"{dr['x']} = {dr['value']:.3g}" if dr.get("value") else dr.get("note", "")

@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
+    reasons = doc.pop("why_null", {})
     for key, value in doc.items():
-        if isinstance(value, float):
+        if value is None:
+            value = f"n/a: {reasons.get(key, 'not measured for this run')}"
+        elif isinstance(value, float):
             value = f"{value:.6g}"
         elif isinstance(value, list):
             value = ", ".join(f"{v:.6g}" for v in value)

@@ -22,7 +22,10 @@ def register(sub) -> None:
                               "(docs/scale-out.md: clusters, retries, snapshots)")
     p.add_argument("spec", help="spec file (YAML)")
     p.add_argument("--out", required=True, metavar="DIR", help="sweep directory (created if missing)")
-    p.add_argument("--executor", default="local", choices=("local", "ray"))
+    p.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="local: train here, one fused group after another (default); ray: each group is a Ray "
+                        "task on a cluster (--address) or a private local Ray (--num-cpus), retried if its "
+                        "worker dies")
     p.add_argument("--address", default=None, help="Ray cluster address (with --executor ray; without it a "
                    "private local Ray starts)")
     p.add_argument("--num-cpus", type=int, default=None, metavar="N",
@@ -35,7 +38,10 @@ def register(sub) -> None:
     p.add_argument("--snapshot-dir", default=None, metavar="DIR",
                    help="where workers write snapshots (default DIR/checkpoints/partial; with --address: "
                         "storage every node mounts at this path, else snapshots are off)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where runs train: auto = cuda when this machine has a GPU, else cpu (default); on cpu "
+                        "each process uses one torch thread (OVERPARAM_THREADS for more); with --executor ray, "
+                        "cuda means the workers' GPUs")
     p.add_argument("--fuse", default="auto", choices=("auto", "on", "off"),
                    help="train groups of runs as one fused model (off: one at a time, the reference)")
     p.add_argument("--mlflow", default=None, metavar="URI",
@@ -77,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
         print_json(summary.as_dict())
     elif not bad:
+        if args.no_progress:  # with a progress bar the sweep printed them as it planned
+            for note in summary.notes:
+                print(f"overparam: note: {note}", file=sys.stderr)
         print(f"{summary.planned} runs in {args.out}: {summary.already_done} already done, "
               f"{summary.trained} trained now", file=sys.stderr)
         if summary.trained and args.address and args.snapshot_dir is None and every != "off":

@@ -7,8 +7,11 @@ clipping, dropout) so that "fine-tuned for 200 steps" means the same thing every
 re-applies weight masks after every optimizer step: a pruned weight stays exactly zero even under
 Adam, whose moment estimates would otherwise move it again.
 
-Families supported: ``mlp`` (everything) and ``gpt`` (everything; structured pruning removes MLP
-neurons and attention heads). Others are refused with one line.
+Families supported: ``mlp`` (everything), ``gpt`` (everything; structured pruning removes MLP
+neurons and attention heads) and the user's own models (``"file.py:factory"``, rebuilt through the
+factory: magnitude pruning of every Linear and Conv weight, structured pruning as masks of whole
+output units, quantization, ONNX latency; distillation when the factory takes a ``width``).
+Others are refused with one line.
 """
 
 from __future__ import annotations
@@ -49,6 +52,16 @@ class Subject:
     @property
     def is_lm(self) -> bool:
         return self.task.kind == "lm"
+
+    @property
+    def n_test(self) -> int:
+        """Test examples :meth:`evaluate` scores (predicted tokens for a language model)."""
+        if self.is_lm:
+            from overparam.train.lm import eval_offsets
+
+            context = self.config["model"]["context"]
+            return int(len(eval_offsets(len(self.tensors["tokens_test"]), context)) * context)
+        return int(len(self.tensors["x_test"]))
 
     @property
     def train(self) -> dict[str, Any]:
@@ -222,7 +235,8 @@ def load_subject(directory: str | Path, run_id: str) -> Subject:
     a checkpoint, a family this module cannot compress.
     """
     from overparam.data import load_task
-    from overparam.models import family_module
+    from overparam.models import family_module, is_user_family
+    from overparam.models.provenance import check_rebuild
     from overparam.store import open_store
     from overparam.sweep.checkpoints import load_checkpoint
     from overparam.train.run import shape_of
@@ -241,12 +255,13 @@ def load_subject(directory: str | Path, run_id: str) -> Subject:
         raise OverparamError(f"--run: run {run['id']} is {run['status']}, not done: nothing to compress")
     config = run["config"]
     name = config["model"]["family"]
-    if name not in SUPPORTED_FAMILIES:
+    if name not in SUPPORTED_FAMILIES and not is_user_family(name):
         raise OverparamError(f"--run: run {run['id']} is a {name!r} model; compress supports "
-                             f"{', '.join(SUPPORTED_FAMILIES)}")
+                             f"{', '.join(SUPPORTED_FAMILIES)} and your own models ('file.py:factory')")
     if not Path(path).is_file():
         raise OverparamError(f"--run: run {run['id']} has no checkpoint ({path}); rerun its sweep with "
                              f"train.checkpoint true")
+    check_rebuild(directory, name)  # a user model's file must be the one its checkpoint came from
     state = load_checkpoint(Path(path), run["id"], config)
     task = load_task(config["task"])
     shape = shape_of(task)

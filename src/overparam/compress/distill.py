@@ -50,6 +50,9 @@ def student_config(subject: Subject, width: int) -> dict[str, Any]:
             raise OverparamError(f"--distill-width: a gpt student's d_model must be a multiple of "
                                  f"n_head ({cfg['n_head']}), got {width}")
         cfg["d_model"] = width
+    elif "width" not in cfg and "width" not in subject.family.OPTIONS:
+        raise OverparamError(f"--distill-width: {cfg['family']!r} takes no 'width' keyword, so a student of "
+                             f"another width cannot be built; distill a model whose factory takes width")
     else:
         cfg["width"] = width
     return cfg

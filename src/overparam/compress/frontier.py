@@ -1,17 +1,25 @@
 """The compression frontier of one run, in the sweep's own units: the dense-equivalent size.
 
-Every compressed model is placed on the dense sweep's test-loss curve: its **dense-equivalent
-size** is the parameter count of the smallest dense model of the same sweep (same task, family
-and recipe; any size, mean over seeds) with the same test loss, linearly interpolated in
-log(parameters) between the two dense sizes that bracket it:
+Every compressed model is placed on the dense sweep's curve (same task, family and recipe; any
+size, mean over seeds) of the metric the user reads: **test error** for classification (test loss
+beside it), test loss otherwise. Its **dense-equivalent size** answers "how big a dense model of
+this sweep does as well?", starting from the model it was compressed from (its *parent*, which
+always maps to its own size):
 
-    t = (L_{i−1} − L) / (L_{i−1} − L_i),   log N_eq = log N_{i−1} + t · (log N_i − log N_{i−1})
+- at least as good as the parent (error ≤ the parent's): the parent's size, flagged ``better``
+  when strictly better. (A smaller dense size that is already good enough is the answer line's
+  business, not this one's.)
+- worse: walk the dense curve down from the parent toward smaller sizes and stop at the first size
+  i whose error e_i is at least the compressed model's e; interpolate in log size between it and
+  the size walked just before it (j, larger, e_j < e; the parent itself for the first step):
 
-where i is the first size (walking up from the smallest) whose loss is ≤ L. "First" matters on a
-double-descent curve, which reaches a loss, rises above it near the interpolation threshold and
-reaches it again: the compressed model matches the *smallest* dense model that is as good. A
-loss above the smallest model's is "≤ smallest"; below every dense model's, "> largest"; both are
-reported as bounds with a null size, never extrapolated.
+      t = (e_i − e) / (e_i − e_j),   log N_eq = log N_i + t · (log N_j − log N_i)
+
+- worse than every size down to the smallest: "below the sweep", with the smallest size as bound.
+
+Walking down from the parent, not up from the smallest model, keeps a double-descent curve from
+sending a model that lost almost nothing to a tiny size that happens to reach the same error
+before the interpolation peak.
 
 :func:`compress_run` is the orchestration behind ``overparam compress``: it loads the run,
 produces every requested compressed model, measures each the same way (:mod:`.measure`), writes
@@ -20,17 +28,22 @@ produces every requested compressed model, measures each the same way (:mod:`.me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from overparam.errors import OverparamError, require
 
-DEFAULT_SPARSITIES = (0.5, 0.8, 0.9, 0.95)
-DEFAULT_FRACTIONS = (0.5, 0.75, 0.9)  # share of units removed per layer by structured pruning
+# What `overparam compress` runs when no method is named: two sparsities, two neuron fractions and two
+# weight-only schemes, each pruned model with and without fine-tuning. About 10 s for a 2048-wide digits
+# MLP on one thread (benchmarks/compress_speed.py); lottery tickets and distillation each cost whole
+# training runs and run only when asked for.
+DEFAULT_METHODS: dict[str, tuple] = {"prune": (0.5, 0.9), "prune_structured": (0.5, 0.9),
+                                     "quantize": ("int8", "int4")}
 ARTIFACT = "compress"  # DIR/analyses/compress.json, read by the report
 
 
@@ -69,32 +82,51 @@ def dense_curve(runs: list[dict[str, Any]], config: dict[str, Any], size_keys: S
     return curve
 
 
-def dense_equivalent(curve: list[dict[str, Any]], loss: float | None, key: str = "test_loss",
-                     rtol: float = 1e-6) -> dict[str, Any]:
-    """Where ``loss`` falls on the dense curve of ``key`` (see the module docstring).
+def dense_equivalent(curve: list[dict[str, Any]], value: float | None, parent: dict[str, Any],
+                     key: str = "test_error", rtol: float = 1e-6) -> dict[str, Any]:
+    """Where ``value`` of ``key`` places a model compressed from ``parent`` on the dense curve
+    (see the module docstring for the rule).
 
-    Returns {"params": N_eq or None, "size": {key: value interpolated the same way} or None,
-    "status": "matched" | "at_most_smallest" | "beyond_largest" | "no_curve", "bound": N or absent}.
-    Losses within ``rtol`` count as equal: a dense run re-evaluated here lands on its own point,
-    not past it because of the last float bit.
+    ``curve``: points ``{"params", "size", key}`` (any order); ``parent``: ``{"params", "size",
+    key}`` of the model it came from (its own measured value, not the seed mean at its size).
+    Returns ``{"params": N_eq or None, "size": {key: interpolated} or None, "status": "parent" |
+    "matched" | "below_sweep" | "no_curve", "better": bool, "bound"?: N}``. Values within ``rtol``
+    count as equal: the parent re-evaluated lands on itself, not past it by the last float bit.
     """
-    points = [p for p in curve if p.get(key) is not None]
-    if not points or loss is None or not math.isfinite(loss):
-        return {"params": None, "size": None, "status": "no_curve"}
-    tol = rtol * abs(loss)
-    if loss >= points[0][key] - tol:
-        return {"params": None, "size": None, "status": "at_most_smallest", "bound": points[0]["params"]}
-    for lo, hi in zip(points[:-1], points[1:], strict=True):
-        if hi[key] <= loss + tol:
-            t = min(1.0, (lo[key] - loss) / (lo[key] - hi[key]))
-            size = {}
-            for k, a in lo["size"].items():
-                b = hi["size"].get(k)
-                if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
-                    size[k] = math.exp(math.log(a) + t * (math.log(b) - math.log(a)))
-            log_n = math.log(lo["params"]) + t * (math.log(hi["params"]) - math.log(lo["params"]))
-            return {"params": math.exp(log_n), "size": size, "status": "matched"}
-    return {"params": None, "size": None, "status": "beyond_largest", "bound": points[-1]["params"]}
+    own = parent.get(key)
+    if value is None or own is None or not (math.isfinite(value) and math.isfinite(own)):
+        return {"params": None, "size": None, "status": "no_curve", "better": False}
+    tol = rtol * max(abs(value), abs(own), 1e-12)
+    if value <= own + tol:
+        return {"params": float(parent["params"]), "size": dict(parent.get("size") or {}), "status": "parent",
+                "better": bool(value < own - tol)}
+    below = sorted((p for p in curve if p.get(key) is not None and p["params"] < parent["params"]),
+                   key=lambda p: p["params"], reverse=True)
+    before = parent
+    for point in below:  # walking down: the first size at least as bad as the compressed model
+        if point[key] >= value - tol:
+            t = min(1.0, max(0.0, (point[key] - value) / (point[key] - before[key])))
+            return {"params": _log_between(point["params"], before["params"], t),
+                    "size": _size_between(point.get("size") or {}, before.get("size") or {}, t),
+                    "status": "matched", "better": False, "between": [point["params"], before["params"]]}
+        before = point
+    smallest = below[-1]["params"] if below else parent["params"]
+    return {"params": None, "size": None, "status": "below_sweep", "better": False, "bound": smallest}
+
+
+def _log_between(a: float, b: float, t: float) -> float:
+    """exp(log a + t (log b − log a)): the point a fraction t of the way from a to b on a log axis."""
+    return math.exp(math.log(a) + t * (math.log(b) - math.log(a)))
+
+
+def _size_between(lo: dict[str, Any], hi: dict[str, Any], t: float) -> dict[str, float]:
+    """Each positive numeric size key (width, d_model...) interpolated like the parameter count."""
+    out = {}
+    for k, a in lo.items():
+        b = hi.get(k)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
+            out[k] = _log_between(a, b, t)
+    return out
 
 
 # -- orchestration --------------------------------------------------------------------------------
@@ -115,15 +147,20 @@ def _has_onnxruntime() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
-def _schemes(quantize: Sequence[str] | None, skipped: list[str]) -> list:
+def _schemes(quantize: Sequence[str], skipped: list[str]) -> list:
+    """Parsed schemes; ``all`` expands to every scheme this machine can run (ort-int8 needs onnxruntime)."""
     from overparam.compress.quantize import DEFAULT_SCHEMES, parse_scheme
 
+    everything = any(str(s).strip().lower() == "all" for s in quantize)
+    names = [s for s in quantize if str(s).strip().lower() != "all"]
+    if everything:
+        names = list(dict.fromkeys([*names, *DEFAULT_SCHEMES]))
     try:
-        schemes = [parse_scheme(s) for s in (DEFAULT_SCHEMES if quantize is None else quantize)]
+        schemes = [parse_scheme(s) for s in names]
     except ValueError as exc:
         raise OverparamError(f"--quantize: {exc}") from exc
     if any(s.kind == "dynamic-ort" for s in schemes) and not _has_onnxruntime():
-        if quantize is not None:
+        if not everything:
             require("onnxruntime", "onnx")  # asked for by name: say what to install
         schemes = [s for s in schemes if s.kind != "dynamic-ort"]
         skipped.append("ort-int8 and the ONNX export: onnxruntime is not installed "
@@ -131,14 +168,57 @@ def _schemes(quantize: Sequence[str] | None, skipped: list[str]) -> list:
     return schemes
 
 
-def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] = DEFAULT_SPARSITIES,
-                 finetune_steps: int | None = None, prune_structured: Sequence[float] = DEFAULT_FRACTIONS,
-                 structured_by: str = "importance", lottery: Sequence[float] = (), lottery_rate: float = 0.2,
-                 rewind_step: int | None = None, quantize: Sequence[str] | None = None,
-                 distill_widths: Sequence[int] = (), temperature: float = 2.0, alpha: float = 0.5,
-                 onnx: bool | None = None, repeats: int = 30, warmup: int = 5,
+def requested_methods(prune: Sequence[float] | None, prune_structured: Sequence[float] | None,
+                      lottery: Sequence[float] | None, quantize: Sequence[str] | None,
+                      distill_widths: Sequence[int] | None) -> dict[str, list]:
+    """The methods to run: exactly those given (None = not asked for, [] = asked for none); when
+    none is given at all, :data:`DEFAULT_METHODS`."""
+    given = {"prune": prune, "prune_structured": prune_structured, "lottery": lottery, "quantize": quantize,
+             "distill_widths": distill_widths}
+    if all(v is None for v in given.values()):
+        given = {k: DEFAULT_METHODS.get(k) for k in given}
+    return {k: list(v) if v is not None else [] for k, v in given.items()}
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[int]:
+    """torch intra-op threads for the duration: ``threads``, or what a sweep uses
+    (:func:`overparam.sweep.runner.set_cpu_threads`: one, or OVERPARAM_THREADS). Restored on exit.
+
+    Fine-tuning and timing models this small on several threads of a loaded machine was measured
+    up to 10× slower than on one (benchmarks/compress_speed.py): OpenMP workers spin at every
+    barrier while another process holds the core they wait for.
+    """
+    import torch
+
+    from overparam.flags import max_threads  # torch's OpenMP crashed (SIGSEGV) at 99999
+    from overparam.sweep.runner import set_cpu_threads
+
+    before = torch.get_num_threads()
+    if threads is None:
+        set_cpu_threads(torch.device("cpu"))
+    elif isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= max_threads():
+        raise OverparamError(f"--threads: expected an integer in 1..{max_threads()}, got {threads!r}")
+    else:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] | None = None,
+                 finetune_steps: int | None = None, prune_structured: Sequence[float] | None = None,
+                 structured_by: str = "importance", lottery: Sequence[float] | None = None,
+                 lottery_rate: float = 0.2, rewind_step: int | None = None, quantize: Sequence[str] | None = None,
+                 distill_widths: Sequence[int] | None = None, temperature: float = 2.0, alpha: float = 0.5,
+                 onnx: bool | None = None, repeats: int = 30, warmup: int = 5, threads: int | None = None,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Compress run ``run_id`` of the sweep in ``directory`` every requested way and measure each.
+    """Compress run ``run_id`` of the sweep in ``directory`` the requested ways and measure each.
+
+    Runs exactly the methods given (``prune``, ``prune_structured``, ``lottery``, ``quantize``,
+    ``distill_widths``; None = not asked for); with none given, :data:`DEFAULT_METHODS`. ``quantize``
+    may name ``all``: every scheme this machine can run.
 
     Returns (and writes to ``DIR/analyses/compress.json``) ``{"models": [...], ...}``: the dense
     model first (``method: "dense"``), then one entry per compressed model with ``method``,
@@ -146,10 +226,23 @@ def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] =
     ``latency_ms_b1``, ``latency_ms_b64`` (medians; distributions in ``latency_b1``/``latency_b64``),
     ``peak_memory_bytes``, ``dense_equivalent_params`` and a ``sentence``.
 
-    ``quantize=None``: every scheme this machine can run. ``onnx=None``: export to ONNX when
-    onnxruntime is installed. ``finetune_steps=None``: a quarter of the run's steps, at least 50.
-    Lottery tickets cost one training run per pruning level; they run only when asked for.
+    ``onnx=None``: export the dense model to ONNX when onnxruntime is installed. ``finetune_steps=None``:
+    a quarter of the run's steps, at least 50. ``threads=None``: one torch thread (OVERPARAM_THREADS),
+    as a sweep trains; restored afterwards. Lottery tickets cost one training run per pruning level.
     """
+    with cpu_threads(threads):
+        return _compress(directory, run_id, requested_methods(prune, prune_structured, lottery, quantize,
+                                                              distill_widths),
+                         finetune_steps=finetune_steps, structured_by=structured_by, lottery_rate=lottery_rate,
+                         rewind_step=rewind_step, temperature=temperature, alpha=alpha, onnx=onnx,
+                         repeats=repeats, warmup=warmup, log=log)
+
+
+def _compress(directory: str | Path, run_id: str, methods_: dict[str, list], *, finetune_steps: int | None,
+              structured_by: str, lottery_rate: float, rewind_step: int | None, temperature: float, alpha: float,
+              onnx: bool | None, repeats: int, warmup: int, log: Callable[[str], None] | None) -> dict[str, Any]:
+    import torch
+
     from overparam.compress import latency as lat
     from overparam.compress import methods
     from overparam.compress.base import load_subject
@@ -159,8 +252,9 @@ def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] =
     from overparam.store import open_store
 
     log = log or (lambda msg: None)
-    prune, lottery = _fractions(prune, "--prune"), _fractions(lottery, "--lottery")
-    prune_structured = _fractions(prune_structured, "--prune-structured")
+    prune, lottery = _fractions(methods_["prune"], "--prune"), _fractions(methods_["lottery"], "--lottery")
+    prune_structured = _fractions(methods_["prune_structured"], "--structured")
+    distill_widths = methods_["distill_widths"]
     if structured_by not in CRITERIA:
         raise OverparamError(f"--structured-by: expected one of {', '.join(CRITERIA)}, got {structured_by!r}")
     if repeats < 1 or warmup < 0:
@@ -173,12 +267,12 @@ def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] =
     if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in distill_widths):
         raise OverparamError(f"--distill-width: expected positive integers, got {list(distill_widths)}")
     skipped: list[str] = []
-    schemes = _schemes(quantize, skipped)
+    schemes = _schemes(methods_["quantize"], skipped)
     if onnx is None:
         onnx = _has_onnxruntime()
     elif onnx:
         require("onnxruntime", "onnx")
-    elif quantize is None:  # --no-onnx: the default list loses ort-int8 too; naming it keeps it
+    elif any(str(q).strip().lower() == "all" for q in methods_["quantize"]):  # --no-onnx: "all" loses ort-int8
         schemes = [s for s in schemes if s.kind != "dynamic-ort"]
 
     subject = load_subject(directory, run_id)
@@ -201,7 +295,7 @@ def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] =
     bench = Bench(subject, curve, files, repeats, warmup, log)
     started = time.time()
     log(f"compressing run {subject.run_id}, {describe_model(subject.config)}; the dense curve has "
-        f"{len(curve)} sizes")
+        f"{len(curve)} sizes; {torch.get_num_threads()} torch thread(s)")
 
     dense = bench.add_torch("dense", None, "uncompressed", subject.model, "dense")
     if onnx:
@@ -222,6 +316,8 @@ def compress_run(directory: str | Path, run_id: str, *, prune: Sequence[float] =
                 "metrics": {k: subject.metrics.get(k) for k in ("test_loss", "test_error", "train_loss",
                                                                  "train_error")}},
         "family": subject.config["model"]["family"],
+        "metric": bench.metric, "n_test": subject.n_test,
+        "methods": {k: v for k, v in methods_.items() if v},
         "models": bench.entries,
         "dense_curve": curve,
         "lottery_levels": levels,

@@ -39,14 +39,19 @@ def prune(bench: Bench, sparsities: list[float], ft: int) -> None:
 def structured(bench: Bench, fractions: list[float], by: str, ft: int) -> None:
     """Units removed per layer, rebuilt smaller; without and with ``ft`` steps of fine-tuning."""
     from overparam.compress.structured import layer_widths, prune_structured
+    from overparam.compress.units import prune_units
+    from overparam.models import is_user_family
 
     subject = bench.subject
     family = subject.config["model"]["family"]
     which = "least important" if by == "importance" else "smallest-norm"
+    user = is_user_family(family)  # a user's module: units masked in place (compress/units.py)
     for f in fractions:
-        small, _ = prune_structured(subject, f, by)
-        widths = layer_widths(small, family)
-        if family == "mlp":
+        small, info = prune_units(subject, f, by) if user else prune_structured(subject, f, by)
+        widths = info["widths"] if user else layer_widths(small, family)
+        if user:
+            what = f"with the {_pct(f)} {which} output units of each hidden layer masked to zero (same shapes)"
+        elif family == "mlp":
             shape = "×".join(str(v) for v in widths.values())
             what = f"rebuilt {shape} wide with the {_pct(f)} {which} neurons removed"
         else:
@@ -55,8 +60,8 @@ def structured(bench: Bench, fractions: list[float], by: str, ft: int) -> None:
             model, summary = small, {}
             if steps:
                 model = copy.deepcopy(small)
-                summary = train_steps(model, subject, steps,
-                                      seed=subject.config["seed"] + FINETUNE_SEED_OFFSET)
+                summary = train_steps(model, subject, steps, seed=subject.config["seed"] + FINETUNE_SEED_OFFSET,
+                                      masks=info.get("masks"))  # masked units stay zero
             bench.add_torch("prune-structured", f, what + _ft(steps), model, f"structured-{f:g}-ft{steps}",
                             variant="ft" if steps else "no-ft", finetune_steps=steps, criterion=by,
                             widths=widths,
@@ -84,7 +89,10 @@ def lottery(bench: Bench, targets: list[float], rate: float, rewind_step: int | 
 
 def onnx_dense(bench: Bench, dense: dict[str, Any]) -> None:
     """Export the dense model, check ONNX Runtime against PyTorch, time it (kept in the dense entry)."""
+    import time
+
     subject = bench.subject
+    started = time.perf_counter()
     path = lat.export_onnx(subject.model, subject.example(1), bench.files / "dense.onnx")
     session = lat.OnnxModel(path, threads=torch.get_num_threads())
     diff = max(lat.max_abs_diff(subject.model, session, subject.example(n)) for n in (1, 64))
@@ -93,9 +101,10 @@ def onnx_dense(bench: Bench, dense: dict[str, Any]) -> None:
                             "latency_ms_b1": cost["latency_b1"]["median"],
                             "latency_ms_b64": cost["latency_b64"]["median"],
                             "latency_b1": cost["latency_b1"], "latency_b64": cost["latency_b64"],
-                            **subject.evaluate(session)}
+                            **subject.evaluate(session), "seconds": round(time.perf_counter() - started, 3)}
     bench.log(f"  onnx: max |ONNX Runtime − PyTorch| = {diff:.2e}; "
-              f"fp32 b1 {cost['latency_b1']['median']:.3f} ms")
+              f"fp32 b1 {cost['latency_b1']['median']:.3f} ms  ({dense['onnxruntime']['seconds']:.1f} s)")
+    bench.restart_clock()
 
 
 def quantize(bench: Bench, schemes: list, dense: dict[str, Any]) -> None:

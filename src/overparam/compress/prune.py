@@ -1,7 +1,8 @@
 """Global unstructured magnitude pruning: remove the smallest weights of the whole network at once.
 
-Which weights: the weight matrix of every ``nn.Linear`` (hidden layers, heads, attention and MLP
-projections). Biases, LayerNorm gains and embeddings are left dense: they are a small share of
+Which weights: the weight of every ``nn.Linear`` (hidden layers, heads, attention and MLP
+projections) and every convolution (``nn.Conv1d/2d/3d``, a user's model). Biases, norm gains and
+embeddings are left dense: they are a small share of
 the parameters and pruning them is not what the literature measures. The ranking is *global*,
 one threshold over all layers together (Han et al. 2015; Frankle & Carbin 2019 prune globally
 for deeper nets): layers with many redundant weights give up more of them.
@@ -25,10 +26,10 @@ FINETUNE_SEED_OFFSET = 104_729  # fine-tuning draws a batch stream of its own, n
 
 
 def prunable(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weights magnitude pruning ranks: every ``nn.Linear`` weight, by parameter name."""
+    """The weights magnitude pruning ranks: every ``nn.Linear`` and convolution weight, by parameter name."""
     out = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and module.weight.requires_grad:
             out[f"{name}.weight" if name else "weight"] = module.weight
     return out
 

@@ -1,14 +1,22 @@
 """Reading a frontier entry as one sentence, in the sweep's own units.
 
-"A 2×128 MLP rebuilt 32×32 wide with the 75 % least important neurons removed and fine-tuned 250
-steps (test error 4.1 %) matches a dense 15-wide one (1,363 parameters) and runs about as fast
-(1.08×) at batch 1 and 1.6× faster at batch 64; it takes 14.0 KiB on disk (14 % of the dense bytes)."
+"A 2048-wide MLP pruned to 50 % of its weights and fine-tuned 625 steps (test error 16.81 %, loss
+0.942) counts as a dense 1,069-wide model (80.2k parameters): the dense curve, walked down from its
+own size, first reaches 16.81 % between widths 1,091 (16.04 %) and 581 (18.35 %); it runs at the dense
+model's speed (…) and takes 600.0 KiB on disk (100 % of the dense bytes)."
+
+Every comparison a sentence makes is one its own numbers satisfy (tests parse them back): a
+model "as good as" its parent has the parent's error or less, "better" strictly less, the
+bracketing sizes' errors straddle the model's, "below the sweep" is worse than every smaller dense
+model. Percentages get as many decimals as it takes to tell apart the values a sentence compares.
 Speeds within 10 % of the dense model's read as "about as fast": that is the resolution of the
 interleaved timing on a shared machine (masked models, identical in cost, land at 0.95–1.02×).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -18,29 +26,116 @@ def describe_model(config: dict[str, Any]) -> str:
         return f"a {m['width']}-wide MLP" if m["depth"] == 1 else f"a {m['depth']}×{m['width']} MLP"
     if m["family"] == "gpt":
         return f"a {m['n_layer']}-layer GPT (d_model {m['d_model']}, {m['n_head']} heads)"
-    return f"a {m['family']} model"
+    settings = ", ".join(f"{k} {v}" for k, v in m.items() if k != "family" and isinstance(v, (int, float, str)))
+    target, _, factory = m["family"].rpartition(":")  # a user's factory: "make_net from net.py"
+    name = f"{factory} from {target.replace(chr(92), '/').rsplit('/', 1)[-1]}" if factory else m["family"]
+    return f"a {name} model" + (f" ({settings})" if settings else "")
 
 
 def _count(n: float) -> str:
-    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e4 else f"{n:,.0f}"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else f"{n:,.0f}"
 
 
 def _bytes(n: float) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
-def _equivalent_phrase(entry: dict[str, Any], family: str) -> str:
+def _decimals(values: list[float], scale: float, least: int) -> int:
+    """The fewest decimals (``least`` … 4) at which distinct ``values`` (× ``scale``) print distinctly."""
+    distinct = sorted(set(values))
+    for d in range(least, 4):
+        if len({f"{scale * v:.{d}f}" for v in distinct}) == len(distinct):
+            return d
+    return 4
+
+
+def formatter(metric: str, values: list[float]) -> Callable[[float], str]:
+    """Format ``metric`` values so that every distinct one of ``values`` prints distinctly:
+    "16.40 %" beside "16.19 %", not "16.4 %" beside "16.2 %"; losses with at least 3 decimals."""
+    if metric == "test_error":
+        d = _decimals(values, 100.0, 1)
+        return lambda v: f"{100 * v:.{d}f} %"
+    d = _decimals(values, 1.0, 3)
+    return lambda v: f"{v:.{d}f}"
+
+
+def _size_name(size: dict[str, Any] | None, family: str, params: float) -> str:
+    """'1,069-wide' (mlp), 'd_model 48' (gpt), or '80.2 k-parameter' for other families."""
+    size = size or {}
+    if family == "mlp" and "width" in size:
+        return f"{size['width']:.0f}-wide"
+    if family == "gpt" and "d_model" in size:
+        return f"d_model {size['d_model']:.0f}"
+    return f"{_count(params)}-parameter"
+
+
+def _point_name(point: dict[str, Any], family: str) -> str:
+    """A dense size of the sweep by its axis: 'width 581', 'd_model 64', '5,472 parameters'."""
+    size = point.get("size") or {}
+    if family == "mlp" and isinstance(size.get("width"), (int, float)):
+        return f"width {size['width']:.0f}"
+    if family == "gpt" and isinstance(size.get("d_model"), (int, float)):
+        return f"d_model {size['d_model']:.0f}"
+    return f"{point['params']:,.0f} parameters"
+
+
+def _noise(entry: dict[str, Any], dense: dict[str, Any], n_test: int | None) -> str:
+    """Whether a test-error difference from the parent exceeds two of the test set's binomial
+    standard errors √(p(1−p)/n), p the parent's error: the noise of a single evaluation."""
+    if entry.get("dense_equivalent_metric") != "test_error" or not n_test:
+        return ""
+    p = dense["test_error"]
+    se = math.sqrt(max(p * (1 - p), 0.0) / n_test)
+    if se > 0 and abs(entry["test_error"] - p) < 2 * se:
+        return (f", by less than two of the test set's standard errors of {100 * se:.1f} % on {n_test:,} "
+                f"examples: within the noise;")
+    return ","
+
+
+def cited(entry: dict[str, Any], dense: dict[str, Any], curve: list[dict[str, Any]]) -> dict[str, Any]:
+    """The dense points the reading of ``entry`` compares it with: ``parent`` (the dense entry as a
+    curve point), and ``above``/``below`` (matched: the two sizes its value falls between) or
+    ``worst`` (below the sweep: the worst smaller dense size)."""
+    metric = entry.get("dense_equivalent_metric", "test_loss")
+    parent = {"params": dense["params"], "size": dense.get("dense_equivalent_size"), metric: dense[metric]}
+    out: dict[str, Any] = {"metric": metric, "parent": parent}
+    smaller = [p for p in curve if p["params"] < dense["params"] and p.get(metric) is not None]
+    if entry["dense_equivalent_status"] == "matched":
+        lo, hi = entry["dense_equivalent_between"]
+        at = {p["params"]: p for p in smaller}
+        out["below"], out["above"] = at.get(lo), parent if hi == dense["params"] else at.get(hi)
+    elif entry["dense_equivalent_status"] == "below_sweep" and smaller:
+        out["worst"] = max(smaller, key=lambda p: p[metric])
+    return out
+
+
+def _equivalent_phrase(entry: dict[str, Any], family: str, dense: dict[str, Any], points: dict[str, Any],
+                       fmt: Callable[[float], str], n_test: int | None) -> str:
+    metric, parent = points["metric"], points["parent"]
     status, n = entry["dense_equivalent_status"], entry["dense_equivalent_params"]
+    mine, theirs = fmt(entry[metric]), fmt(parent[metric])
+    parent_name = _size_name(parent["size"], family, dense["params"])
+    if status == "parent":
+        if entry.get("dense_equivalent_better"):
+            return (f"does better than the {parent_name} dense model it came from, {mine} against {theirs}"
+                    f"{_noise(entry, dense, n_test)} it counts as that model's size ({_count(n)} parameters)")
+        return (f"is as good as the {parent_name} dense model it came from ({mine} against {theirs}), so it "
+                f"counts as that model's size ({_count(n)} parameters)")
+    if status == "matched" and points.get("below") and points.get("above"):
+        above, below = points["above"], points["below"]
+        above_name = ("its own size" if above is parent else _point_name(above, family))
+        return (f"counts as a dense {_size_name(entry.get('dense_equivalent_size'), family, n)} model "
+                f"({_count(n)} parameters): walked down from its own size, the dense curve first reaches "
+                f"{mine} or worse between {above_name} ({fmt(above[metric])}) and {_point_name(below, family)} "
+                f"({fmt(below[metric])})")
     if status == "matched":
-        size = entry.get("dense_equivalent_size") or {}
-        if family == "mlp" and "width" in size:
-            return f"matches a dense {size['width']:.0f}-wide one ({_count(n)} parameters)"
-        return f"matches a dense model of {_count(n)} parameters"
-    if status == "at_most_smallest":
-        bound = _count(entry["dense_equivalent_bound"])
-        return f"is no better than the smallest dense model of the sweep ({bound} parameters)"
-    if status == "beyond_largest":
-        return "beats every dense model of the sweep"
+        return f"counts as a dense model of {_count(n)} parameters"
+    if status == "below_sweep":
+        if "worst" not in points:
+            return f"is worse than the dense model it came from ({mine} against {theirs}), the sweep's smallest"
+        worst = points["worst"]
+        return (f"is worse than every smaller dense model of the sweep ({mine} against at most "
+                f"{fmt(worst[metric])}, at {_point_name(worst, family)}): below the sweep")
     return "has no dense curve to be placed on"
 
 
@@ -68,19 +163,25 @@ def _speed_phrase(entry: dict[str, Any]) -> str:
     return f"runs {_speed(b1, *r1)} at batch 1 and {_speed(b64, *r64)} at batch 64"
 
 
-def sentence(entry: dict[str, Any], config: dict[str, Any]) -> str:
+def sentence(entry: dict[str, Any], config: dict[str, Any], dense: dict[str, Any] | None = None,
+             n_test: int | None = None, curve: list[dict[str, Any]] | None = None) -> str:
     """One sentence reading an entry: what it is, its quality, its dense-equivalent size, speed, bytes.
 
-    E.g. "A 2×128 MLP rebuilt 32×32 wide with the 75 % least important neurons removed and
-    fine-tuned 250 steps (test error 4.0 %) matches a dense 15-wide one (1,371 parameters) and runs
-    about as fast (1.08×) at batch 1 and 1.7× faster at batch 64; it takes 14.0 KiB on disk (14 %
-    of the dense bytes)."
+    ``dense``: the parent's entry (default: the entry itself); ``n_test``: test examples, for the noise
+    of an error difference; ``curve``: the dense curve the entry was placed on.
     """
+    dense = dense or entry
+    points = cited(entry, dense, curve or [])
+    metric = points["metric"]
+    values = [entry[metric]] + [p[metric] for k, p in points.items() if k != "metric" and p]
+    fmt = formatter(metric, values)
     err = entry.get("test_error")
-    quality = f"test error {100 * err:.1f} %" if err is not None else f"test loss {entry['test_loss']:.3f}"
+    quality = f"test error {fmt(err)}, loss {entry['test_loss']:.3f}" if err is not None and metric == "test_error" \
+        else f"test loss {fmt(entry['test_loss'])}"
     text = (f"{describe_model(config)} {entry['label']} ({quality}) "
-            f"{_equivalent_phrase(entry, config['model']['family'])} and {_speed_phrase(entry)}; it takes "
-            f"{_bytes(entry['bytes'])} on disk ({100 * entry['bytes_ratio']:.0f} % of the dense bytes)")
+            f"{_equivalent_phrase(entry, config['model']['family'], dense, points, fmt, n_test)}. It "
+            f"{_speed_phrase(entry)} and takes {_bytes(entry['bytes'])} on disk "
+            f"({100 * entry['bytes_ratio']:.0f} % of the dense bytes)")
     return text[0].upper() + text[1:] + "."
 
 

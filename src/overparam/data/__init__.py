@@ -1,9 +1,17 @@
-"""Tasks: a registry of modules, each with ``OPTIONS`` and ``load(opts) -> TaskData``."""
+"""Tasks: a registry of modules, each with ``OPTIONS`` and ``load(opts) -> TaskData``.
+
+A module whose ``load`` also takes ``cache_dir`` (``images``) may keep decoded data there;
+``load_task`` passes it only to those, so every other task keeps its one-argument ``load``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from overparam.data.base import TaskData
 
@@ -14,7 +22,11 @@ TASKS: dict[str, str] = {
     "text": "overparam.data.text",
     "markov": "overparam.data.markov",
     "mnist": "overparam.data.mnist", "cifar10": "overparam.data.cifar10",
+    # the user's own data: a file or folder on this machine
+    "table": "overparam.data.table", "arrays": "overparam.data.arrays",
+    "images": "overparam.data.image_folder", "hf": "overparam.data.hf",
 }
+LANGUAGE_KINDS = ("text", "markov", "icl-markov", "fewshot")  # language-model tasks; ``hf`` too with a text_column
 
 
 def task_module(kind: str) -> ModuleType:
@@ -25,9 +37,29 @@ def task_module(kind: str) -> ModuleType:
     return importlib.import_module(TASKS[kind])
 
 
-def load_task(opts: dict) -> TaskData:
-    """Load a resolved task config (see ``overparam.spec``)."""
-    return task_module(opts["kind"]).load(opts)
+def is_language_task(task: Mapping[str, Any]) -> bool:
+    """True when a task config (or a runs table's ``task.*`` values) makes a language-model task.
+
+    Use this, not a list of kinds, wherever language models are special (no error rates, the
+    scaling section, gpt's fused engine): an ``hf`` task is one only with a ``text_column``.
+    """
+    kind = task.get("kind")
+    if kind in LANGUAGE_KINDS:
+        return True
+    column = task.get("text_column")
+    return kind == "hf" and isinstance(column, str) and bool(column)
 
 
-__all__ = ["TASKS", "TaskData", "load_task", "task_module"]
+def load_task(opts: dict, cache_dir: str | Path | None = None) -> TaskData:
+    """Load a resolved task config (see ``overparam.spec``).
+
+    ``cache_dir``: a folder where a task may keep decoded data between loads (``run_sweep`` gives
+    ``DIR/cache``); without it such a task decodes its files each time it is loaded.
+    """
+    module = task_module(opts["kind"])
+    if cache_dir is not None and "cache_dir" in inspect.signature(module.load).parameters:
+        return module.load(opts, cache_dir=Path(cache_dir))
+    return module.load(opts)
+
+
+__all__ = ["LANGUAGE_KINDS", "TASKS", "TaskData", "is_language_task", "load_task", "task_module"]

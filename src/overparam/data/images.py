@@ -1,8 +1,10 @@
-"""What the image tasks (``mnist``, ``cifar10``) share: options, splits, normalization, augmentation.
+"""What the image tasks share: options, splits, normalization, augmentation.
 
-Both read their files from ``task.path`` (nothing is downloaded; the product never needs a
-particular folder) and hand the trainer float32 images ``(n, C, H, W)`` that stay resident on
-the device. The pipeline, in order:
+``mnist``, ``cifar10`` and the user's own images (``images``: an ImageFolder tree; ``arrays``
+and ``hf`` when they hold images) read their files from ``task.path`` (nothing is downloaded;
+the product never needs a particular folder) and hand the trainer float32 images
+``(n, C, H, W)`` of any size, channel count and number of classes, resident on the device.
+The pipeline, in order:
 
 1. split: a seeded permutation (``task.seed``) picks ``train_size`` training and ``test_size``
    test images (the defaults are in each task's docstring);
@@ -53,7 +55,7 @@ def image_options(what: str) -> dict[str, Option]:
 
 
 def split_indices(n_train_pool: int, n_test_pool: int | None, opts: dict[str, Any], name: str,
-                  default_test: int) -> tuple[np.ndarray, np.ndarray]:
+                  default_test: int, unit: str = "images") -> tuple[np.ndarray, np.ndarray]:
     """Rows of the training pool and of the test pool.
 
     With ``n_test_pool`` None there is one pool (MNIST's 10k test set, nothing else): a seeded
@@ -66,7 +68,7 @@ def split_indices(n_train_pool: int, n_test_pool: int | None, opts: dict[str, An
         n_test = opts["test_size"] if opts["test_size"] is not None else default_test
         n_train = opts["train_size"] if opts["train_size"] is not None else n_train_pool - n_test
         if n_train + n_test > n_train_pool:
-            raise SpecError(f"task.train_size + task.test_size: {name} has {n_train_pool} images here, "
+            raise SpecError(f"task.train_size + task.test_size: {name} has {n_train_pool} {unit} here, "
                             f"asked for {n_train} + {n_test}")
         order = rng.permutation(n_train_pool)
         return np.sort(order[n_test:n_test + n_train]), np.sort(order[:n_test])
@@ -74,34 +76,43 @@ def split_indices(n_train_pool: int, n_test_pool: int | None, opts: dict[str, An
     n_test = opts["test_size"] if opts["test_size"] is not None else n_test_pool
     for key, want, have in (("train_size", n_train, n_train_pool), ("test_size", n_test, n_test_pool)):
         if want > have:
-            raise SpecError(f"task.{key}: {name} has {have} images in that split, asked for {want}")
+            raise SpecError(f"task.{key}: {name} has {have} {unit} in that split, asked for {want}")
     tr = np.arange(n_train_pool) if n_train == n_train_pool else np.sort(rng.permutation(n_train_pool)[:n_train])
     te = np.arange(n_test_pool) if n_test == n_test_pool else np.sort(rng.permutation(n_test_pool)[:n_test])
     return tr, te
 
 
-def make_task(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-              opts: dict[str, Any], source: str) -> TaskData:
-    """Noise, normalize and package uint8 images ``(n, C, H, W)`` with int labels in 0..9."""
-    noise_seed = opts["noise_seed"] if opts["noise_seed"] is not None else opts["seed"]
-    y_clean = y_train.astype(np.int64)
-    y_noisy = corrupt_labels(y_clean, opts["label_noise"], 10, noise_seed)
-    xtr = x_train.astype(np.float64) / 255.0  # (n, C, H, W)
-    xte = x_test.astype(np.float64) / 255.0
+def normalize_images(x_train: np.ndarray, x_test: np.ndarray, normalize: bool, scale: float = 255.0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, x_test, mean, std): images ``(n, C, H, W)`` / ``scale``, then per channel standardized
+    with the *training* pixels' mean and standard deviation (when ``normalize``), float32 C-contiguous."""
+    xtr = x_train.astype(np.float64) / scale  # (n, C, H, W)
+    xte = x_test.astype(np.float64) / scale
     mean, std = np.zeros(xtr.shape[1]), np.ones(xtr.shape[1])
-    if opts["normalize"] and len(xtr):
+    if normalize and len(xtr):
         mean = xtr.mean(axis=(0, 2, 3))  # (C,) over the training pixels only
         std = np.maximum(xtr.std(axis=(0, 2, 3)), 1e-8)
         xtr = (xtr - mean[:, None, None]) / std[:, None, None]
         xte = (xte - mean[:, None, None]) / std[:, None, None]
     # C-contiguous (n, C, H, W): a transposed HWC array would reach torch as channels-last strides, on
     # which oneDNN's CPU 1×1 stride-2 conv backward corrupts memory (oneDNN #6035; resnet18k's shortcuts)
-    xtr, xte = np.ascontiguousarray(xtr, dtype=np.float32), np.ascontiguousarray(xte, dtype=np.float32)
+    return (np.ascontiguousarray(xtr, dtype=np.float32), np.ascontiguousarray(xte, dtype=np.float32), mean, std)
+
+
+def make_task(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+              opts: dict[str, Any], source: str, n_classes: int = 10, scale: float = 255.0,
+              info: dict[str, Any] | None = None) -> TaskData:
+    """Noise, normalize and package images ``(n, C, H, W)`` (uint8 unless ``scale`` says otherwise) with
+    int labels in 0..``n_classes``−1; ``info`` adds to the task's info (class names, say)."""
+    noise_seed = opts["noise_seed"] if opts["noise_seed"] is not None else opts["seed"]
+    y_clean = y_train.astype(np.int64)
+    y_noisy = corrupt_labels(y_clean, opts["label_noise"], n_classes, noise_seed)
+    xtr, xte, mean, std = normalize_images(x_train, x_test, opts["normalize"], scale)
     task = TaskData(kind="classification", x_train=xtr, y_train=y_noisy,
-                    x_test=xte, y_test=y_test.astype(np.int64), n_classes=10,
+                    x_test=xte, y_test=y_test.astype(np.int64), n_classes=n_classes,
                     y_train_clean=y_clean,
                     info={"name": name, "n_train": len(xtr), "n_test": len(xte), "source": source,
-                          "mean": mean.tolist(), "std": std.tolist(), "augment": opts["augment"]})
+                          "mean": mean.tolist(), "std": std.tolist(), "augment": opts["augment"], **(info or {})})
     task.augment_fn = augmenter(opts["augment"], opts["crop_padding"])  # read by train/loop.py
     return task
 

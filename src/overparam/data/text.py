@@ -162,6 +162,12 @@ def decode(tokens: Any, info: dict[str, Any]) -> str:
 def load(opts: dict[str, Any]) -> TaskData:
     """Read, tokenize and split the corpus (see the module docstring for sizes)."""
     text, source = read_corpus(opts["path"])
+    return lm_task(text, source, opts)
+
+
+def lm_task(text: str, source: str, opts: dict[str, Any], name: str = "text") -> TaskData:
+    """Tokenize and split ``text`` by ``opts``' tokenizer, vocab_size, val_fraction, train_size and
+    test_size: the language-model task of ``text`` and of ``hf`` with a ``text_column``."""
     ids, vocab, extra = tokenize(text, opts["tokenizer"], opts["vocab_size"], opts["val_fraction"])
     n_train_all = int(len(ids) * (1 - opts["val_fraction"]))
     train, val = ids[:n_train_all], ids[n_train_all:]
@@ -177,7 +183,7 @@ def load(opts: dict[str, Any]) -> TaskData:
         val = val[:opts["test_size"]]
         if len(val) < 2:
             raise SpecError(f"task.test_size: must be >= 2, got {opts['test_size']}")
-    info = {"name": "text", "source": source, "tokenizer": opts["tokenizer"], "n_chars": len(text),
+    info = {"name": name, "source": source, "tokenizer": opts["tokenizer"], "n_chars": len(text),
             "n_train": len(train), "n_test": len(val), "n_train_available": n_train_all,
             "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), **extra}
     return TaskData(kind="lm", tokens_train=np.ascontiguousarray(train),

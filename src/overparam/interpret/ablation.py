@@ -9,8 +9,11 @@ al.'s (2019, "Are Sixteen Heads Really Better than One?") head mask set to 0.
 - the **pruning curve**: the k least important heads removed together, k = 0 … all;
 - **heads used** = the number of heads left when as many of the least important as possible are
   removed with the loss at most ``tolerance`` (default 1 %) above the full model's.
-Losses are the mean next-token cross-entropy on consecutive windows from the start of the test
-split (``n_tokens`` of them), the same windows for every ablation.
+Losses are the mean next-token cross-entropy on the windows the sweep's own ``test_loss`` is
+measured on (``train.lm.eval_offsets``: the test split tiled, or at most ``EVAL_TOKENS`` predicted
+tokens spread evenly over it), the same windows for every ablation: the full model's loss here *is*
+the stored test loss of the run, one number for one fact. ``n_tokens`` asks for fewer (evenly spaced
+windows, a subset of those), and the result then says it measured a subset and on how many tokens.
 """
 
 from __future__ import annotations
@@ -25,28 +28,44 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def head_projections(model: nn.Module) -> list[tuple[torch.Tensor, int, int]]:
+    """Per layer: (output projection weight, heads, the weight's dimension that reads the heads).
+
+    ``gpt``: ``attn.proj`` (a Linear, (out, in): dimension 1); ``hf-causal-lm``: the module says
+    (gpt2's ``c_proj`` is a Conv1D, (in, out): dimension 0).
+    """
+    if hasattr(model, "blocks"):
+        return [(block.attn.proj.weight, block.attn.n_head, 1) for block in model.blocks]
+    return model.head_projections()
+
+
 @contextlib.contextmanager
 def heads_removed(model: nn.Module, heads: Iterable[tuple[int, int]]) -> Iterator[nn.Module]:
     """The model with ``heads`` ((layer, head) pairs) removed, restored on exit."""
     saved = []
+    layers = head_projections(model)
     with torch.no_grad():
         for layer, head in heads:
-            attn = model.blocks[layer].attn
-            size = attn.proj.in_features // attn.n_head
-            cols = slice(head * size, (head + 1) * size)
-            saved.append((attn.proj.weight, cols, attn.proj.weight[:, cols].clone()))
-            attn.proj.weight[:, cols] = 0.0
+            weight, n_head, dim = layers[layer]
+            size = weight.shape[dim] // n_head
+            cols = weight.narrow(dim, head * size, size)  # a view: the head's inputs to the projection
+            saved.append((cols, cols.clone()))
+            cols.zero_()
     try:
         yield model
     finally:
         with torch.no_grad():
-            for weight, cols, old in reversed(saved):
-                weight[:, cols] = old
+            for cols, old in reversed(saved):
+                cols.copy_(old)
 
 
 @torch.no_grad()
-def window_loss(model: nn.Module, windows: np.ndarray, batch: int = 64) -> float:
-    """Mean next-token cross-entropy (nats) of windows (B, T + 1): positions 0…T−1 predict 1…T."""
+def window_loss(model: nn.Module, windows: np.ndarray, batch: int | None = None) -> float:
+    """Mean next-token cross-entropy (nats) of windows (B, T + 1): positions 0…T−1 predict 1…T,
+    ``batch`` windows per forward pass (default: about 16k tokens, as the training loop evaluates)."""
+    from overparam.train.lm import EVAL_BATCH_TOKENS
+
+    batch = batch or max(1, EVAL_BATCH_TOKENS // max(windows.shape[1] - 1, 1))
     total, count = 0.0, 0
     for start in range(0, len(windows), batch):
         w = torch.as_tensor(windows[start:start + batch])
@@ -57,14 +76,17 @@ def window_loss(model: nn.Module, windows: np.ndarray, batch: int = 64) -> float
     return total / count
 
 
-def loss_windows(tokens: np.ndarray, context: int, n_tokens: int) -> np.ndarray:
-    """Consecutive windows of context + 1 tokens (sharing their ends) from the start of ``tokens``."""
+def loss_windows(tokens: np.ndarray, context: int, n_tokens: int | None = None) -> np.ndarray:
+    """Windows (B, context + 1) of the test split: those its stored ``test_loss`` is measured on
+    (``n_tokens`` None), or about ``n_tokens`` predicted tokens of them, evenly spaced."""
+    from overparam.train.lm import EVAL_TOKENS, eval_offsets
+
     if len(tokens) < context + 1:
         from overparam.errors import OverparamError
 
         raise OverparamError(f"{len(tokens)} test tokens cannot fill one window of {context + 1}")
-    n = max(1, min((len(tokens) - 1) // context, -(-n_tokens // context)))
-    starts = np.arange(n) * context
+    limit = EVAL_TOKENS if n_tokens is None else min(EVAL_TOKENS, max(int(n_tokens), context))
+    starts = eval_offsets(len(tokens), context, limit).numpy()
     return np.asarray(tokens, dtype=np.int64)[starts[:, None] + np.arange(context + 1)]
 
 
@@ -73,8 +95,8 @@ def head_importance(model: nn.Module, windows: np.ndarray) -> dict[str, Any]:
     model.eval()
     base = window_loss(model, windows)
     heads = []
-    for layer, block in enumerate(model.blocks):
-        for head in range(block.attn.n_head):
+    for layer, (_, n_head, _) in enumerate(head_projections(model)):
+        for head in range(n_head):
             with heads_removed(model, [(layer, head)]):
                 loss = window_loss(model, windows)
             heads.append({"layer": layer, "head": head, "loss": loss, "importance": loss - base})
@@ -99,9 +121,17 @@ def pruning_curve(model: nn.Module, windows: np.ndarray, importance: dict[str, A
             "heads_total": len(order), "heads_used": len(order) - max(ok)}
 
 
-def ablate_run(run: Any, n_tokens: int = 8192, tolerance: float = 0.01) -> dict[str, Any]:
-    """Head importance and the pruning curve of a loaded run on its test split."""
+def ablate_run(run: Any, n_tokens: int | None = None, tolerance: float = 0.01) -> dict[str, Any]:
+    """Head importance and the pruning curve of a loaded run on its test split.
+
+    ``measured_on`` says which windows: ``"test_loss"`` (the stored test loss's own, the default:
+    ``loss`` then equals the run's ``test_loss``) or ``"subset"`` (fewer, when ``n_tokens`` asks).
+    """
+    from overparam.train.lm import eval_offsets
+
     windows = loss_windows(run.task.tokens_test, run.context, n_tokens)
+    every = len(eval_offsets(len(run.task.tokens_test), run.context))
     importance = head_importance(run.model, windows)
     return {**importance, **pruning_curve(run.model, windows, importance, tolerance),
-            "tokens": int(windows[:, 1:].size)}
+            "tokens": int(windows[:, 1:].size), "measured_on": "test_loss" if len(windows) == every else "subset",
+            "stored_test_loss": run.metrics.get("test_loss")}

@@ -46,9 +46,10 @@ class AttentionView:
 
 
 def gpt_view(run: Any, text: str | None = None, ablate: bool = True, n_windows: int = 16,
-             ablation_tokens: int = 8192) -> AttentionView:
+             ablation_tokens: int | None = None) -> AttentionView:
     """The view of a loaded ``gpt`` run (:class:`overparam.interpret.base.LoadedRun`) on ``text``
-    (default: the first ``context`` tokens of its test split)."""
+    (default: the first ``context`` tokens of its test split). Head importance is measured on the
+    windows of the run's stored test loss (``ablation_tokens``: fewer, said so in the result)."""
     from overparam.interpret.ablation import ablate_run
     from overparam.interpret.base import display_token, encode_text, gpt_attention, token_bytes
     from overparam.interpret.head_stats import gpt_head_stats
@@ -67,7 +68,7 @@ def gpt_view(run: Any, text: str | None = None, ablate: bool = True, n_windows: 
     stats = gpt_head_stats(run.model, run.task.tokens_test, run.context, run.task.vocab_size, n_windows)
     heads, layers = stats.heads(), stats.layers()
     ablation = None
-    if ablate:
+    if ablate and (hasattr(run.model, "blocks") or hasattr(run.model, "head_projections")):
         ablation = ablate_run(run, n_tokens=ablation_tokens)
         for h, a in zip(heads, ablation["heads"], strict=True):
             h["importance"] = a["importance"]

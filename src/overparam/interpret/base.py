@@ -23,7 +23,7 @@ from overparam.errors import OverparamError
 
 @dataclass
 class LoadedRun:
-    """One finished ``gpt`` run of a sweep, rebuilt from its checkpoint."""
+    """One finished language-model run of a sweep (``gpt``, ``hf-causal-lm``), rebuilt from its checkpoint."""
 
     id: str
     config: dict[str, Any]
@@ -42,8 +42,25 @@ class LoadedRun:
 
     def describe(self) -> str:
         m = self.config["model"]
-        return (f"run {self.id}: gpt n_layer={m['n_layer']} d_model={m['d_model']} n_head={m['n_head']} "
-                f"context={m['context']} on {self.kind}, {self.params or 0:,} params")
+        if m["family"] == "gpt":
+            what = f"gpt n_layer={m['n_layer']} d_model={m['d_model']} n_head={m['n_head']} context={m['context']}"
+        elif hasattr(self.model, "describe"):
+            what = f"{m['family']} {self.model.describe()}"
+        else:
+            what = f"{m['family']} context={m['context']}"
+        return f"run {self.id}: {what} on {self.kind}, {self.params or 0:,} params"
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """n_layer, d_model, n_head of the model, whatever its family calls them."""
+        m = self.config["model"]
+        if m["family"] == "gpt":
+            return {"n_layer": m["n_layer"], "d_model": m["d_model"], "n_head": m["n_head"]}
+        c = getattr(getattr(self.model, "net", None), "config", None)
+        if c is not None:
+            return {"n_layer": c.num_hidden_layers, "d_model": c.hidden_size, "n_head": c.num_attention_heads}
+        return {"n_layer": len(self.model.hidden_states(torch.zeros(1, 1, dtype=torch.int64))) - 1,
+                "d_model": 0, "n_head": 0}
 
 
 def find_run(runs: list[dict[str, Any]], run_id: str, directory: Any) -> dict[str, Any]:
@@ -61,21 +78,27 @@ def rebuild(run: dict[str, Any], checkpoint: Path, task: Any = None) -> LoadedRu
     when several runs share it (loading the text task tokenizes the corpus)."""
     from overparam.data import load_task
     from overparam.models import family_module
+    from overparam.models.provenance import check_rebuild
     from overparam.sweep.checkpoints import load_checkpoint
     from overparam.train.run import shape_of
 
     config = run["config"]
     family = config["model"]["family"]
-    if family != "gpt":
-        raise OverparamError(f"--run: run {run['id']} is a {family!r} model; attention and probes need a gpt run")
+    if config["model"].get("context") is None:
+        raise OverparamError(f"--run: run {run['id']} is a {family!r} model; attention and probes need a language "
+                             f"model run (gpt, hf-causal-lm)")
     if run["status"] != "done":
         raise OverparamError(f"--run: run {run['id']} is {run['status']}, not done")
     if not checkpoint.is_file():
         raise OverparamError(f"--run: run {run['id']} has no checkpoint ({checkpoint}); rerun its sweep with "
                              f"train.checkpoint true")
+    check_rebuild(checkpoint.parent.parent, family)  # DIR/checkpoints/<id>.safetensors: DIR's record of the file
     state = load_checkpoint(checkpoint, run["id"], config)
     task = task if task is not None else load_task(config["task"])
-    model = family_module("gpt").build(config["model"], shape_of(task), config["seed"])
+    model = family_module(family).build(config["model"], shape_of(task), config["seed"])
+    if not (hasattr(model, "hidden_states") and hasattr(model, "attention_maps")):
+        raise OverparamError(f"--run: run {run['id']}'s model ({family!r}) has no hidden_states and attention_maps "
+                             f"methods; attention and probes need gpt, hf-causal-lm, or a module with both")
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return LoadedRun(run["id"], config, task, model.float().eval(), run.get("params"), run.get("metrics") or {})
 

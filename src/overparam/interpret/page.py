@@ -77,7 +77,7 @@ SCRIPT = r"""
     return e;
   }
   function drawLines(w) {
-    var box = $("view"), rowH = 18, width = 520, height = T * rowH + 24, svg, lines = [], i, j, line;
+    var box = $("view"), rowH = 18, width = 520, height = T * rowH + 34, svg, lines = [], i, j, line;
     box.textContent = "";
     svg = svgEl("svg", {width: width, height: height});
     var left = [], right = [];
@@ -110,8 +110,9 @@ SCRIPT = r"""
       t.addEventListener("mouseleave", function () { focus("k", -1); });
       svg.appendChild(t);
     });
-    svg.appendChild(svgEl("text", {x: 150, y: height, "text-anchor": "end", "class": "note"}, "query (from)"));
-    svg.appendChild(svgEl("text", {x: 370, y: height, "class": "note"}, "key (to)"));
+    // labels a row below the last token, their descenders inside the box (y is the baseline)
+    svg.appendChild(svgEl("text", {x: 150, y: T * rowH + 24, "text-anchor": "end", "class": "note"}, "query (from)"));
+    svg.appendChild(svgEl("text", {x: 370, y: T * rowH + 24, "class": "note"}, "key (to)"));
     box.appendChild(svg);
   }
   function drawMatrix(w) {

@@ -13,13 +13,26 @@ learnable only by memorizing types. We report
 on held-out tokens, both probes fit the same way on the same features. High selectivity means
 the representation makes the property linearly readable beyond what token identity allows.
 
-Tokens are split by position (:func:`probe_layers`): the first ``1 − test_fraction`` train,
-the rest test, so overlapping contexts never leak across the split.
+Selectivity is blind, though, where token identity decides the target or cannot: a char-level
+state encodes its token almost perfectly, so the control is read nearly perfectly too, and a target
+the current token does not determine (the next character's class) comes out *negative*. So each
+layer is also compared with what the current token alone gives (:mod:`.baselines`: the same probe
+on a one-hot of the token; for next-token targets also the bigram statistics of the training text,
+whichever is better):
+
+    gain = accuracy − baseline accuracy
+
+with a 95 % t-interval over ``folds`` cross-validation folds. Tokens are split by position into
+``folds`` contiguous blocks (each block is the test set once, the rest train), so overlapping
+contexts leak across a split only at the block edges. The regularization C of each probe is chosen
+by an inner cross-validation on the last fold (the first ``1 − 1/folds`` of the tokens) and reused
+on the others.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -68,6 +81,8 @@ class LinearProbe:
         Cs = np.logspace(-2, 1, self.Cs) if isinstance(self.Cs, int) else np.asarray(self.Cs, dtype=float)
         mean, scale = X.mean(axis=0), X.std(axis=0)
         scale = np.where(scale > 1e-12, scale, 1.0)
+        if len(Cs) == 1:  # one strength given (chosen elsewhere): a single fit, no inner cross-validation
+            return self._fit_one(X, y, classes, mean, scale, float(Cs[0]))
         folds = StratifiedKFold(n_splits=int(min(self.cv, counts.min())) if counts.min() >= 2 else 2,
                                 shuffle=True, random_state=self.random_state)
         kwargs: dict[str, Any] = {"Cs": Cs, "cv": folds, "max_iter": self.max_iter, "tol": self.tol,
@@ -84,6 +99,18 @@ class LinearProbe:
             model = LogisticRegressionCV(**kwargs).fit((X - mean) / scale, y)
         self.classes_, self.mean_, self.scale_, self.model_ = classes, mean, scale, model
         self.C_ = float(np.ravel(model.C_)[0])
+        return self
+
+    def _fit_one(self, X: np.ndarray, y: np.ndarray, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                 C: float) -> LinearProbe:
+        from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
+
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")
+            model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol,
+                                       random_state=self.random_state).fit((X - mean) / scale, y)
+        self.classes_, self.mean_, self.scale_, self.model_, self.C_ = classes, mean, scale, model, C
         return self
 
     def predict(self, X: Any) -> np.ndarray:
@@ -118,10 +145,11 @@ def control_labels(types: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.n
                       dtype=np.int64)
 
 
-def _keep_classes(labels: np.ndarray, n_train: int, max_classes: int | None, min_count: int) -> np.ndarray:
-    """Labels with rare classes (fewer than ``min_count`` training examples, or beyond the
-    ``max_classes`` most frequent in training) set to −1; test tokens of unseen classes too."""
-    train = labels[:n_train]
+def _keep_classes(labels: np.ndarray, fit_rows: np.ndarray, max_classes: int | None, min_count: int
+                  ) -> np.ndarray:
+    """Labels with rare classes (fewer than ``min_count`` rows among ``fit_rows``, or beyond the
+    ``max_classes`` most frequent there) set to −1; rows of classes never seen there too."""
+    train = labels[fit_rows]
     values, counts = np.unique(train[train >= 0], return_counts=True)
     order = np.argsort(-counts, kind="stable")
     keep = values[order][counts[order] >= min_count]
@@ -130,54 +158,118 @@ def _keep_classes(labels: np.ndarray, n_train: int, max_classes: int | None, min
     return np.where(np.isin(labels, keep), labels, -1)
 
 
-def probe_layers(hidden: Sequence[np.ndarray], labels: np.ndarray, types: np.ndarray, *,
-                 test_fraction: float = 0.2, max_classes: int | None = 32, min_count: int = 6,
-                 seed: int = 0, probe: LinearProbe | None = None) -> dict[str, Any]:
-    """Probe and control accuracy of every layer's features (each (n, d), rows aligned with ``labels``
-    and ``types``), on the last ``test_fraction`` of the rows.
+def fold_blocks(n: int, folds: int) -> list[np.ndarray]:
+    """``folds`` contiguous blocks of row positions 0…n−1 (test sets, in order; the last is the
+    test split a single-split probe would use)."""
+    edges = np.round(np.linspace(0, n, folds + 1)).astype(int)
+    return [np.arange(edges[i], edges[i + 1]) for i in range(folds)]
 
-    Returns ``{"layers": [{"layer", "accuracy", "control_accuracy", "selectivity", "C",
-    "control_C"}], "n_train", "n_test", "classes", "majority", "control_majority"}``; classes are
-    kept when they have ``min_count`` training rows, the ``max_classes`` most frequent at most.
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> list[float]:
+    """mean ± t_{(1+level)/2, k−1} · sd / √k over k values (one per fold)."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return [float(v.mean()), float(v.mean())]
+    half = float(t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return [float(v.mean() - half), float(v.mean() + half)]
+
+
+class _Folds:
+    """Fit-and-score of one feature set against one labelling over the cross-validation folds:
+    C chosen by inner CV on the last fold, reused on the others."""
+
+    def __init__(self, template: LinearProbe, blocks: list[np.ndarray], n: int):
+        self.template, self.blocks, self.n = template, blocks, n
+
+    def scores(self, X: np.ndarray, y: np.ndarray) -> tuple[list[float], float]:
+        order = [len(self.blocks) - 1, *range(len(self.blocks) - 1)]  # the last fold first: it picks C
+        out: dict[int, float] = {}
+        chosen = None
+        for k in order:
+            test = np.zeros(self.n, dtype=bool)
+            test[self.blocks[k]] = True
+            tr, te = ~test & (y >= 0), test & (y >= 0)
+            if not te.any() or len(np.unique(y[tr])) < 2:
+                continue
+            params = self.template.get_params() | ({"Cs": [chosen]} if chosen is not None else {})
+            fitted = type(self.template)(**params).fit(X[tr], y[tr])
+            chosen = fitted.C_ if chosen is None else chosen
+            out[k] = fitted.score(X[te], y[te])
+        return [out[k] for k in sorted(out)], float(chosen if chosen is not None else math.nan)
+
+
+def probe_layers(hidden: Sequence[np.ndarray], labels: np.ndarray, types: np.ndarray, *,
+                 folds: int = 5, max_classes: int | None = 32, min_count: int = 6, seed: int = 0,
+                 probe: LinearProbe | None = None, bigram: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Probe, control and baseline accuracy of every layer's features (each (n, d), rows aligned with
+    ``labels`` and ``types``), over ``folds`` contiguous cross-validation folds.
+
+    ``bigram``: a table from :func:`.baselines.bigram_table` over the training text (a next-token
+    target); the baseline is then the better of it and the identity probe (a one-hot of the token),
+    else the identity probe.
+    Returns ``{"layers": [{"layer", "accuracy", "control_accuracy", "selectivity", "C", "control_C",
+    "baseline_accuracy", "gain", "gain_ci", "folds": {...}}], "baseline": {...}, "folds", "n_train",
+    "n_test", "n_scored", "classes", "majority", "control_majority"}``: accuracies are means over the
+    folds, ``gain_ci`` the 95 % t-interval of the per-fold gains; ``n_train``/``n_test`` are the rows
+    of the last fold (its test block is the last 1/``folds`` of the tokens). Classes are kept when they
+    have ``min_count`` rows before the last block, the ``max_classes`` most frequent at most.
     """
+    from overparam.interpret.baselines import bigram_predict, one_hot
+
     labels, types = np.asarray(labels, dtype=np.int64), np.asarray(types, dtype=np.int64)
     if not hidden or any(len(h) != len(labels) for h in hidden) or len(types) != len(labels):
         raise OverparamError("probe: every layer's features, the labels and the token types must align")
-    n_train = int(round(len(labels) * (1 - test_fraction)))
-    labels = _keep_classes(labels, n_train, max_classes, min_count)
-    control = _keep_classes(control_labels(types, labels, seed), n_train, max_classes, min_count)
-    train, test = np.arange(len(labels)) < n_train, np.arange(len(labels)) >= n_train
-    rows = {name: (train & (y >= 0), test & (y >= 0)) for name, y in (("task", labels), ("control", control))}
-    for name, (tr, te) in rows.items():
-        if len(np.unique((labels if name == "task" else control)[tr])) < 2 or not te.any():
+    if not isinstance(folds, int) or folds < 2:
+        raise OverparamError(f"probe: folds must be an integer >= 2, got {folds!r}")
+    n = len(labels)
+    blocks = fold_blocks(n, folds)
+    last_train = np.arange(n) < blocks[-1][0]
+    labels = _keep_classes(labels, last_train, max_classes, min_count)
+    control = _keep_classes(control_labels(types, labels, seed), last_train, max_classes, min_count)
+    for name, y in (("task", labels), ("control", control)):
+        tr, te = last_train & (y >= 0), ~last_train & (y >= 0)
+        if len(np.unique(y[tr])) < 2 or not te.any():
             raise OverparamError(f"probe: too few labelled tokens for the {name} probe ({int(tr.sum())} train, "
                                  f"{int(te.sum())} test, need 2 classes); probe more tokens")
-    template = probe or LinearProbe(random_state=seed)
+    runner = _Folds(probe or LinearProbe(random_state=seed), blocks, n)
+    identity, identity_C = runner.scores(one_hot(types, last_train), labels)
+    baseline: dict[str, Any] = {"identity_accuracy": float(np.mean(identity)), "identity_C": identity_C,
+                                "kind": "identity"}
+    per_fold = identity
+    if bigram is not None:
+        guess = bigram_predict(bigram, types)
+        by_bigram = [float(np.mean(guess[b][labels[b] >= 0] == labels[b][labels[b] >= 0])) for b in blocks
+                     if (labels[b] >= 0).any()]
+        baseline |= {"bigram_accuracy": float(np.mean(by_bigram)), "bigram_tokens": bigram["tokens"]}
+        if np.mean(by_bigram) >= np.mean(identity):  # the stronger of the two is the one to beat
+            baseline["kind"], per_fold = "bigram", by_bigram
     layers = []
     for i, h in enumerate(hidden):
-        result: dict[str, Any] = {"layer": i}
-        for name, y in (("task", labels), ("control", control)):
-            tr, te = rows[name]
-            fitted = type(template)(**template.get_params()).fit(h[tr], y[tr])
-            key = "accuracy" if name == "task" else "control_accuracy"
-            result[key] = fitted.score(h[te], y[te])
-            result["C" if name == "task" else "control_C"] = fitted.C_
-        result["selectivity"] = result["accuracy"] - result["control_accuracy"]
-        order = ("layer", "accuracy", "control_accuracy", "selectivity", "C", "control_C")
-        layers.append({k: result[k] for k in order})
+        task, c_task = runner.scores(h, labels)
+        ctrl, c_ctrl = runner.scores(h, control)
+        gains = [a - b for a, b in zip(task, per_fold, strict=True)]
+        layers.append({"layer": i, "accuracy": float(np.mean(task)), "control_accuracy": float(np.mean(ctrl)),
+                       "selectivity": float(np.mean(task) - np.mean(ctrl)), "C": c_task, "control_C": c_ctrl,
+                       "baseline_accuracy": float(np.mean(per_fold)), "gain": float(np.mean(gains)),
+                       "gain_ci": t_interval(gains),
+                       "folds": {"accuracy": task, "control_accuracy": ctrl, "baseline_accuracy": per_fold}})
 
-    def majority(y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> float:
+    def majority(y: np.ndarray) -> float:
+        tr, te = last_train & (y >= 0), ~last_train & (y >= 0)
         values, counts = np.unique(y[tr], return_counts=True)
         return float(np.mean(y[te] == values[np.argmax(counts)]))
 
-    return {"layers": layers, "n_train": int(rows["task"][0].sum()), "n_test": int(rows["task"][1].sum()),
-            "classes": int(len(np.unique(labels[labels >= 0]))),
-            "majority": majority(labels, *rows["task"]), "control_majority": majority(control, *rows["control"])}
+    return {"layers": layers, "baseline": baseline, "folds": folds,
+            "n_train": int((last_train & (labels >= 0)).sum()), "n_test": int((~last_train & (labels >= 0)).sum()),
+            "n_scored": int((labels >= 0).sum()), "classes": int(len(np.unique(labels[labels >= 0]))),
+            "majority": majority(labels), "control_majority": majority(control)}
 
 
 # -- a stored run ------------------------------------------------------------------------------------
 
-DEFAULT_TOKENS = 4096  # probed tokens: 80 % fit the probes, 20 % score them
+DEFAULT_TOKENS = 4096  # probed tokens: each of 5 folds fits on 80 % and scores the other 20 %
 
 
 def target_for_run(run: Any, target: str, n_tokens: int = DEFAULT_TOKENS) -> tuple[np.ndarray, np.ndarray,
@@ -253,8 +345,12 @@ def probe_run(run: Any, target: str, n_tokens: int = DEFAULT_TOKENS, seed: int =
     Layer 0 is the embedding (token + position), layer i the residual stream after block i.
     Returns the ``overparam probe --json`` document.
     """
+    from overparam.interpret.baselines import run_bigram
+    from overparam.interpret.targets import NEXT_TOKEN_TARGETS
+
     ids, labels, names = target_for_run(run, target, n_tokens)
     hidden = stream_hidden(run.model, ids, run.context)
-    doc = probe_layers(hidden, labels, ids, seed=seed, probe=probe)
+    bigram = run_bigram(run, target) if target in NEXT_TOKEN_TARGETS and run.kind != "markov" else None
+    doc = probe_layers(hidden, labels, ids, seed=seed, probe=probe, bigram=bigram)
     return {"target": target, "run": run.id, "params": run.params, **doc, "n_class_names": len(names),
             "class_names": list(names[:64])}

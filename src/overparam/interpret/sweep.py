@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2  # 2: probe gains over a token-identity / bigram baseline; ablation token counts
 ARTIFACT = "interpret"
+LANGUAGE_FAMILIES = ("gpt", "hf-causal-lm")  # families whose runs the sweep view inspects
 
 
 def default_target(kind: str) -> str:
@@ -27,7 +28,7 @@ def default_target(kind: str) -> str:
 def select_runs(runs: list[dict[str, Any]], max_sizes: int = 6) -> list[dict[str, Any]]:
     """One finished gpt run per size, the most-trained one; at most ``max_sizes`` sizes spread
     evenly from the smallest to the largest."""
-    done = [r for r in runs if r["status"] == "done" and r["config"]["model"]["family"] == "gpt"
+    done = [r for r in runs if r["status"] == "done" and r["config"]["model"]["family"] in LANGUAGE_FAMILIES
             and r.get("params")]
     best: dict[int, dict[str, Any]] = {}
     for r in done:
@@ -52,11 +53,13 @@ def analyze_run(run: Any, target: str, n_tokens: int, ablation_tokens: int) -> d
     stats = gpt_head_stats(run.model, run.task.tokens_test, run.context, run.task.vocab_size)
     probe = probe_run(run, target, n_tokens)
     ablation = ablate_run(run, n_tokens=ablation_tokens)
-    m = run.config["model"]
+    m = run.shape  # n_layer, d_model, n_head, whatever the family calls them
     return {"id": run.id, "params": run.params, "n_layer": m["n_layer"], "d_model": m["d_model"],
-            "n_head": m["n_head"], "context": m["context"], "test_loss": run.metrics.get("test_loss"),
+            "n_head": m["n_head"], "context": run.context, "test_loss": run.metrics.get("test_loss"),
             "head_layers": stats.layers(), "heads": stats.heads(), "probe": probe["layers"],
-            "probe_majority": probe["majority"], "loss": ablation["loss"],
+            "probe_majority": probe["majority"], "probe_baseline": probe["baseline"], "probe_folds": probe["folds"],
+            "loss": ablation["loss"], "ablation_tokens": ablation["tokens"],
+            "ablation_measured_on": ablation["measured_on"],
             "importance": [h["importance"] for h in ablation["heads"]], "pruning": ablation["curve"],
             "heads_used": ablation["heads_used"], "heads_total": ablation["heads_total"]}
 
@@ -125,25 +128,28 @@ def _size(r: dict[str, Any]) -> str:
     return f"{r['params']:,} params (d_model {r['d_model']})"
 
 
+def probe_doc(doc: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
+    """The probe document of one run of the sweep view, as ``overparam probe --json`` has it."""
+    return {"target": doc["target"], "layers": r["probe"], "baseline": r["probe_baseline"], "folds": r["probe_folds"]}
+
+
 def sentences(doc: dict[str, Any]) -> list[str]:
     """What the sweep view says, in a few sentences read off its numbers."""
+    from overparam.interpret.probe_reading import gain_sentence, selectivity_sentence
+
     runs = doc["runs"]
     small, large = runs[0], runs[-1]
     out = []
-    sel_small = [p["selectivity"] for p in small["probe"]]
-    sel_large = [p["selectivity"] for p in large["probe"]]
-    best_small, best_large = int(np.argmax(sel_small)), int(np.argmax(sel_large))
-    trend = "rises" if np.mean(sel_large) > np.mean(sel_small) + 0.01 else \
-        "falls" if np.mean(sel_large) < np.mean(sel_small) - 0.01 else "stays about the same"
-    out.append(f"Probe selectivity for {doc['target']} (accuracy − control accuracy, Hewitt & Liang 2019) "
-               f"peaks at layer {best_large} ({sel_large[best_large]:+.3f}; accuracy "
-               f"{large['probe'][best_large]['accuracy']:.3f}) in the largest model, {_size(large)}, and at "
-               f"layer {best_small} ({sel_small[best_small]:+.3f}) in the smallest, {_size(small)}; averaged "
-               f"over layers it {trend} with size ({np.mean(sel_small):+.3f} → {np.mean(sel_large):+.3f}).")
-    if len(runs) > 1 and max(sel_large) < 0:
-        out.append("Negative selectivity means the control task (a random label per token type) is easier "
-                   "for the probe than the target: token identity is linearly readable and the target is not "
-                   "a function of it alone.")
+    for label, r in (("Largest model", large), ("Smallest model", small))[: 1 if len(runs) == 1 else 2]:
+        text = gain_sentence(probe_doc(doc, r))
+        out.append(f"{label}, {_size(r)}: {text[0].lower()}{text[1:]}")
+    mean = [float(np.mean([p["gain"] for p in r["probe"]])) for r in (small, large)]
+    if len(runs) > 1:
+        out.append(f"Averaged over layers, the gain over the baseline is {mean[0]:+.3f} in the smallest model and "
+                   f"{mean[1]:+.3f} in the largest.")
+    sel = selectivity_sentence(probe_doc(doc, large))
+    if sel:
+        out.append(f"In the largest model: {sel[0].lower()}{sel[1:]}")
     ind = [max(layer["max_induction"] for layer in r["head_layers"]) for r in runs]
     prev = [max(layer["max_previous_token"] for layer in r["head_layers"]) for r in runs]
     uniform = float(np.mean(1.0 / np.arange(small["context"] // 2 + 1, small["context"] + 1)))
@@ -152,6 +158,9 @@ def sentences(doc: dict[str, Any]) -> list[str]:
                f"{ind[-1]:.2f} in the largest (a uniform head: {uniform:.2f}); the strongest previous-token "
                f"head {prev[0]:.2f} → {prev[-1]:.2f}.")
     used = ", ".join(f"{r['heads_used']}/{r['heads_total']}" for r in runs)
+    where = ("the windows of each run's stored test loss" if large.get("ablation_measured_on") == "test_loss"
+             else f"{large.get('ablation_tokens', 0):,} tokens spread over the test split, a subset of the windows "
+                  f"its stored test loss is measured on")
     out.append(f"Heads needed to stay within 1 % of the full model's test loss when the least important are "
-               f"removed (Michel et al. 2019), smallest to largest: {used}.")
+               f"removed (Michel et al. 2019), smallest to largest: {used} (losses measured on {where}).")
     return out

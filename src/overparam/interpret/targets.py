@@ -36,6 +36,7 @@ CHAR_CLASSES = ("letter", "digit", "space", "newline", "punct", "other")
 WORD_POSITIONS = ("0", "1", "2", "3", "4+", "none")
 DEPTHS = ("0", "1", "2", "3+")
 TEXT_TARGETS = ("char_class", "next_char_class", "word_position", "nesting_depth")
+NEXT_TOKEN_TARGETS = ("next_char_class",)  # about the token after this one: compared with bigram statistics
 MARKOV_TARGETS = ("markov_state",)
 TARGETS = TEXT_TARGETS + MARKOV_TARGETS
 OPENERS = {"(": ")", "[": "]", "{": "}"}

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
-from overparam.report.sections import Section, SweepContext
+from overparam.report.sections import Section, SweepContext, language_sweep
 
 MIN_STEPS = 4  # evaluated steps a curve needs before a heatmap says anything over time
 
@@ -32,45 +32,72 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
 
 
 def heatmap_figure(table: pd.DataFrame, axis: str, metric: str, title: str) -> bytes:
-    """``table``: sizes × steps (``heatmap_table``); step 0 is dropped from the log axis."""
+    """``table``: sizes × steps (``heatmap_table``); step 0 is dropped from the log axis.
+
+    One row per size of the sweep, equally tall and labelled with its value: a size axis is a list
+    of settings, not a continuum (two widths drawn on a linear axis made bands of made-up sizes,
+    from below 0 up). Geometric sweeps look the same as on a log axis.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
     table = table.loc[:, [c for c in table.columns if c > 0]]
     steps = np.array(table.columns, dtype=float)
-    sizes = np.array(table.index, dtype=float)
+    sizes = list(table.index)
     values = table.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    log_y = sizes.min() > 0 and sizes.max() / sizes.min() > 8
+    fig, ax = plt.subplots(figsize=(7.2, max(2.6, min(4.4, 1.2 + 0.35 * len(sizes)))))
     finite = values[np.isfinite(values)]
     # log colours: the late-time structure (a few % of error) would vanish next to the init's ~90 %
     norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.min() > 0 else None
-    mesh = ax.pcolormesh(_edges(steps, True), _edges(sizes, log_y), np.ma.masked_invalid(values),
-                         cmap="magma", norm=norm, shading="flat")
-    fig.colorbar(mesh, ax=ax, label=f"{metric.replace('_', ' ')} (mean over seeds)")
+    rows = np.arange(len(sizes) + 1) - 0.5
+    mesh = ax.pcolormesh(_edges(steps, True), rows, np.ma.masked_invalid(values), cmap="magma", norm=norm,
+                         shading="flat")
+    bar = fig.colorbar(mesh, ax=ax, label=f"{metric.replace('_', ' ')} (mean over seeds)")
+    if norm is not None:  # round plain ticks, not 6×10⁻¹ minor labels
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+        bar.ax.yaxis.set_major_locator(FixedLocator(plots.log_ticks(finite.min(), finite.max())))
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        bar.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xscale("log")
-    if log_y:
-        ax.set_yscale("log")
+    every = max(1, int(np.ceil(len(sizes) / 14)))  # at most ~14 labels
+    ax.set_yticks(range(0, len(sizes), every), [f"{v:g}" if isinstance(v, (int, float)) else str(v)
+                                                 for v in sizes[::every]])
+    ax.set_ylim(-0.5, len(sizes) - 0.5)
     ax.set_xlabel("training step")
     ax.set_ylabel(axis)
     ax.set_title(title, fontsize=11)
     return plots.to_png(fig)
 
 
+def _counted(doc: dict[str, Any], axis: str) -> tuple[str, str]:
+    """What a row of the analysis is, counted right: ("sizes", "") when only the size varies, else
+    ("curves", " (2 sizes × 3 settings of train.lr)"): a (setting, size) curve is not a size."""
+    rows = doc["sizes"]
+    sizes = {str(r["size"]) for r in rows}
+    settings = {tuple(sorted(r["fixed"].items())) for r in rows}
+    if len(settings) <= 1:
+        return "sizes", ""
+    names = sorted({k for r in rows for k in r["fixed"]})
+    return "curves", (f" ({len(sizes)} size{'s' if len(sizes) != 1 else ''} of {axis} × {len(settings)} settings "
+                      f"of {', '.join(names)})")
+
+
 def _sentences(doc: dict[str, Any], axis: str) -> list[str]:
     rows = doc["sizes"]
     metric = doc["metric"].replace("_", " ")
+    noun, detail = _counted(doc, axis)
     bumps = [r for r in rows if r["second_descent"]]
     out = []
     if not bumps:
-        out.append(f"No size shows an epoch-wise peak: along training, no seed-mean {metric} curve rises by "
-                   f"{doc['rise']:.0%} and falls back again ({len(rows)} curves read).")
+        out.append(f"No {noun[:-1]} shows an epoch-wise peak: along training, no seed-mean {metric} curve rises by "
+                   f"{doc['rise']:.0%} and falls back again ({len(rows)} {noun} read{detail}).")
     else:
         top = max(bumps, key=lambda r: r["prominence"] / max(r["min_after"], 1e-300))
         fixed = ", ".join(f"{k} = {v}" for k, v in top["fixed"].items())
         where = f"{axis} = {top['size']}" + (f" ({fixed})" if fixed else "")
-        out.append(f"{len(bumps)} of {len(rows)} sizes show epoch-wise double descent: the {metric} falls, "
-                   f"rises and falls again over training.")
+        out.append(f"{len(bumps)} of {len(rows)} {noun}{detail} show epoch-wise double descent: the {metric} "
+                   f"falls, rises and falls again over training.")
         out.append(f"The clearest is {where}: {top['min_before']:.3g} at step {top['min_before_step']}, up to "
                    f"{top['peak_value']:.3g} at step {top['peak_step']}, down to {top['min_after']:.3g} at step "
                    f"{top['min_after_step']}.")
@@ -78,18 +105,20 @@ def _sentences(doc: dict[str, Any], axis: str) -> list[str]:
             and r["final_value"] > r["best_value"] * (1 + doc["rise"])]
     if late:
         worst = max(late, key=lambda r: r["final_value"] / max(r["best_value"], 1e-300))
-        out.append(f"{len(late)} size(s) end training above their best {metric} by more than {doc['rise']:.0%} "
-                   f"(most at {axis} = {worst['size']}: best {worst['best_value']:.3g} at step "
-                   f"{worst['best_step']}, final {worst['final_value']:.3g}): early stopping would help there.")
+        fixed = ", ".join(f"{k} = {v}" for k, v in worst["fixed"].items())
+        where = f"{axis} = {worst['size']}" + (f", {fixed}" if fixed else "")
+        out.append(f"{len(late)} of {len(rows)} {noun} end training above their best {metric} by more than "
+                   f"{doc['rise']:.0%}; most at {where}, best {worst['best_value']:.3g} at step "
+                   f"{worst['best_step']} and final {worst['final_value']:.3g}: early stopping would help there.")
     return out
 
 
 def epochwise_section(ctx: SweepContext) -> Section | None:
     """Heatmap of test error over size × steps, when curves were stored at enough steps."""
-    from overparam.analysis.epochwise import curve_metric, epochwise_peaks, heatmap_table, size_axis
+    from overparam.analysis.epochwise import curve_metric, epochwise_peaks, heatmap_table, other_settings, size_axis
 
     runs, curves = ctx.runs, ctx.curves
-    if runs.empty or curves.empty or ctx.first("task.kind") in ("text", "markov"):
+    if runs.empty or curves.empty or language_sweep(ctx):
         return None
     done = runs[runs["status"] == "done"]
     if done.empty or curves.groupby("run_id")["step"].nunique().max() < MIN_STEPS:
@@ -100,8 +129,7 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
     metric = curve_metric(curves)
     doc = epochwise_peaks((runs, curves), metric)
     section = Section(title="Epoch-wise double descent")
-    others = [c for c in ("train.weight_decay", "train.ridge", "train.dropout", "task.train_size",
-                          "task.label_noise") if c in done and done[c].astype(str).nunique() > 1]
+    others = other_settings(done, axis)  # every other setting that varies (lr too): one heatmap each, never averaged
     frames = [((), done)] if not others else list(done.groupby(others, sort=True))
     for i, (key, frame) in enumerate(frames[:6]):  # one heatmap per setting, at most six
         table = heatmap_table(frame, curves, metric, axis)
@@ -112,10 +140,14 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
         section.figures.append((f"epochwise_{i}.png", heatmap_figure(table, axis, metric,
                                                                      ctx.name + (f" ({label})" if label else "")),
                                 f"{metric.replace('_', ' ').capitalize()} over {axis} (rows) and training steps "
-                                f"(columns, log), mean over seeds (Nakkiran et al. 2019, Fig. 2)."))
+                                f"(columns, log), mean over seeds"
+                                + (f" at {label}" if label else "")
+                                + " (Nakkiran et al. 2019, Fig. 2)."))
     if not section.figures:
         return None
-    section.sentences = _sentences(doc, axis)
+    if len(frames) > 6:
+        section.sentences.append(f"The first 6 of {len(frames)} settings of {', '.join(others)} are drawn.")
+    section.sentences = _sentences(doc, axis) + section.sentences
     section.summary = {"metric": doc["metric"], "rise": doc["rise"], "axis": axis, "sizes": doc["sizes"],
                        "n_with_second_descent": doc["n_with_second_descent"], "sentences": section.sentences}
     return section

@@ -31,10 +31,10 @@ class SkippedAnalysisWarning(UserWarning):
 NOTED = (SkippedAnalysisWarning, StoreDamageWarning, SkippedRunWarning)  # what the report's notes name
 
 
-def skip_analysis(path: Path, problem: str) -> None:
+def skip_analysis(path: Path, problem: str, skipped: str = "its report section is skipped") -> None:
     """Warn that the saved analysis at ``path`` is skipped (returns None, what its reader then returns)."""
-    warnings.warn(SkippedAnalysisWarning(f"{path}: {problem}; its report section is skipped (rerun the command "
-                                         f"that wrote it)"), stacklevel=2)
+    warnings.warn(SkippedAnalysisWarning(f"{path}: {problem}; {skipped} (rerun the command that wrote it)"),
+                  stacklevel=2)
 
 
 def guarded(builder: Callable[[Any], Any], ctx: Any) -> Any:

@@ -139,7 +139,7 @@ def sharpness_time_figure(curves: pd.DataFrame, rows: list[dict[str, Any]], labe
 def across_figure(groups: list[dict[str, Any]], xlabel: str, title: str, two_over: bool) -> bytes:
     """Final λ_max against learning rate (with the 2/lr curve) or batch size, one line per setting."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     groups = groups[:MAX_SERIES]
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
@@ -155,10 +155,15 @@ def across_figure(groups: list[dict[str, Any]], xlabel: str, title: str, two_ove
             ax.plot(grid, 2 * scale / grid, "--", color=plots.COLORS["theory"], lw=1.2, label="2/lr")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # a tick at every value the sweep tried (0.04, 0.08, 0.16), round ones on the λ axis, no minor labels
+    tried = sorted({float(r["value"]) for g in groups for r in g["rows"]})
+    ax.xaxis.set_major_locator(FixedLocator(tried))
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_major_locator(FixedLocator(plots.log_ticks(lo, hi)))
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
+        axis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("final sharpness λ_max")
     ax.set_title(title, fontsize=11)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
-from overparam.report.sections import Section, SweepContext
+from overparam.report.sections import Section, SweepContext, language_sweep
 
 MAX_LINES = 8  # path lines drawn over α: more widths than this turn into an unreadable rainbow
 
@@ -131,11 +131,11 @@ def path_figure(doc: dict[str, Any]) -> bytes:
     return plots.to_png(fig)
 
 
-def _table(steps: dict[str, Any], doc: dict[str, Any] | None, word: str) -> str:
+def _table(steps: dict[str, Any], doc: dict[str, Any] | None, word: str, pooled: bool = False) -> str:
     paths: dict[Any, list[dict[str, Any]]] = {}
     for p in (doc or {}).get("paths", []):
         paths.setdefault(p["size"], []).append(p)
-    cols = [word, "params", "seeds that reached it", "median step"]
+    cols = [word, "params", f"{'runs' if pooled else 'seeds'} that reached it", "median step"]
     if doc:
         cols += ["barrier (max over runs)", "monotonic along the line"]
     rows = []
@@ -158,7 +158,7 @@ def landscape_section(ctx: SweepContext) -> Section | None:
     from overparam.analysis.landscape import steps_to_threshold
 
     runs, curves = ctx.runs, ctx.curves
-    if runs.empty or ctx.first("task.kind") in lr.LANGUAGE_TASKS:
+    if runs.empty or language_sweep(ctx):
         return None
     done = runs[runs["status"] == "done"]
     if done.empty:
@@ -198,7 +198,7 @@ def landscape_section(ctx: SweepContext) -> Section | None:
         section.sentences.append("`overparam landscape DIR` adds the loss along the straight line from the initial "
                                  "to the trained weights, per width.")
     if steps:
-        section.tables.append(_table(steps, doc, word))
+        section.tables.append(_table(steps, doc, word, bool(lr.pooled_settings(runs, axis))))
     section.summary = {"axis": axis, "metric": metric, "sentences": section.sentences,
                        "landscape_json": "fresh" if doc else "absent or stale"}
     if steps:

@@ -14,6 +14,20 @@ import pandas as pd  # noqa: E402
 COLORS = {"test": "#c0392b", "train": "#2c7fb8", "theory": "#444444"}
 
 
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Round ticks for a log axis from ``lo`` to ``hi``: 1-2-5 per decade, or finer (1, 1.5, 2, 3, 4,
+    5, 6, 8) when the range holds fewer than three of those. Plain numbers at these read at a glance;
+    matplotlib's default minor labels (4×10⁻¹, 6×10⁻¹) crowd and its major ones may not appear at all."""
+    import math
+
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for steps in ((1, 2, 5), (1, 1.5, 2, 3, 4, 5, 6, 8)):
+        inside = [round(m * 10.0 ** e, 12) for e in decades for m in steps if lo <= m * 10.0 ** e <= hi]
+        if len(inside) >= 3:
+            return inside
+    return inside
+
+
 def to_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -48,9 +62,12 @@ def double_descent_figure(curve: dict[str, Any], runs: pd.DataFrame, title: str)
                            label="unstable run (left out)")
     if curve.get("threshold_params"):
         ax.axvline(curve["threshold_params"], color="#555", ls="--", lw=1, label="interpolation threshold")
-    if curve.get("peak_params") and curve.get(f"peak_test_{key}") is not None:
+    bump = curve.get("bump") or {}
+    if curve.get("peak_params") and curve.get(f"peak_test_{key}") is not None and bump.get("evidence") in (
+            "clear", "weak", "unknown"):  # a rise within the noise is not marked as a peak
+        words = {"clear": "clear", "weak": "weak evidence", "unknown": "noise unknown"}[bump["evidence"]]
         ax.scatter([curve["peak_params"]], [curve[f"peak_test_{key}"]], s=120, facecolors="none",
-                   edgecolors="black", lw=1.5, zorder=5, label="test peak")
+                   edgecolors="black", lw=1.5, zorder=5, label=f"test peak ({words})")
     ax.set_xscale("log")
     if key == "loss":
         ax.set_yscale("log")

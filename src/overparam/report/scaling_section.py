@@ -1,4 +1,4 @@
-"""The report's scaling-law section for language-model sweeps (tasks ``text`` and ``markov``).
+"""The report's scaling-law section for language-model sweeps (``text``, ``markov``, ``hf`` with a text_column).
 
 Everything drawn or said comes from ``DIR/analyses/scaling.json`` (``analysis/scaling_report.py``),
 computed here when absent or stale, so ``overparam report`` works on any LM sweep directory. Figures,
@@ -19,17 +19,16 @@ import pandas as pd
 from overparam.analysis.scaling_report import band, law_loss, load_or_analyze, num, optimum, samples
 from overparam.errors import OverparamError
 from overparam.report.plots import plt, to_png
-from overparam.report.sections import Section, SweepContext
+from overparam.report.sections import Section, SweepContext, language_sweep
 
 REPORT_BOOTSTRAP = 1000  # resamples when the report computes the analysis itself (`overparam fit`'s default)
-LM_TASKS = ("text", "markov")
 SPAN = 1.6  # fitted curves reach this factor past the smallest and largest measured value
 
 
 def scaling_section(ctx: SweepContext) -> Section | None:
     """The section, or None when the sweep is not a language-model sweep with finished runs."""
     runs = ctx.runs
-    if ctx.first("task.kind") not in LM_TASKS or "tokens" not in runs or not (runs["status"] == "done").any():
+    if not language_sweep(ctx) or "tokens" not in runs or not (runs["status"] == "done").any():
         return None
     section = Section(title="Scaling law")
     try:

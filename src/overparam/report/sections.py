@@ -17,8 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+from overparam.analysis.double_descent import EPS, TOLERANCE
+from overparam.data import is_language_task
 from overparam.report import plots
-from overparam.report.reading import read_curve
+from overparam.report.claims import Sentence, texts
+from overparam.report.reading import read_curve_claims
 
 
 @dataclass
@@ -29,13 +32,26 @@ class Section:
     tables: list[str] = field(default_factory=list)  # HTML, already escaped
     summary: dict[str, Any] = field(default_factory=dict)
     collapsed: bool = False
+    claims: list[dict[str, Any]] = field(default_factory=list)  # the sentences with their numbers (report.claims)
+    brief: bool = False  # nothing to show: the title and its one sentence on one line
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """What a page reads its numbers with, the same for every section: ``overparam report --eps/--tolerance/--stat``
+    and ``overparam analyze`` share the defaults, so both give the same numbers."""
+
+    eps: float = EPS
+    tolerance: float = TOLERANCE
+    stat: str = "mean"
 
 
 class SweepContext:
     """Lazy access to one sweep directory's runs, curves, metadata and analyses."""
 
-    def __init__(self, directory: Path):
-        self.dir = directory
+    def __init__(self, directory: Path, settings: ReportSettings | None = None):
+        self.dir = Path(directory)
+        self.settings = settings or ReportSettings()
 
     @cached_property
     def meta(self) -> dict[str, Any]:
@@ -67,7 +83,8 @@ class SweepContext:
 
         if self.runs.empty or not (self.runs["status"] == "done").any():
             return None
-        return analyze_double_descent(self.dir)
+        return analyze_double_descent(self.dir, eps=self.settings.eps, stat=self.settings.stat,
+                                      tolerance=self.settings.tolerance)
 
     def artifact(self, name: str) -> Any:
         """An analysis result stored beside the store as ``DIR/analyses/<name>.json``, or None."""
@@ -88,20 +105,32 @@ class SweepContext:
         return None
 
 
+def language_sweep(ctx: SweepContext) -> bool:
+    """A sweep of language models (``text``, ``markov``, ``hf`` with a text_column): no error rates."""
+    return is_language_task({"kind": ctx.first("task.kind"), "text_column": ctx.first("task.text_column")})
+
+
 def double_descent_section(ctx: SweepContext) -> Section | None:
-    if ctx.first("task.kind") in ("text", "markov"):
+    if language_sweep(ctx):
         return None  # language models: the scaling section reads them
     dd = ctx.double_descent
     if not dd:
         return None
+    short = too_few_sizes(dd["curves"])
+    if short:
+        return Section(title="Double descent", sentences=[short["text"]], brief=True, claims=[short],
+                       summary={"curves": dd["curves"], "answer": dd["answer"], "sentences": [short["text"]],
+                                "claims": [short], "n_sizes": max(len(c["points"]) for c in dd["curves"]),
+                                "min_sizes": MIN_SIZES, "n_curves": len(dd["curves"])})
     family = ctx.first("model.family")
-    n_train = ctx.first("task.train_size")
     section = Section(title="Double descent")
     for i, curve in enumerate(dd["curves"]):
         fixed = ", ".join(f"{k} = {v}" for k, v in curve["fixed"].items())
         label = f"{ctx.name}" + (f" ({fixed})" if fixed else "")
-        sentences = read_curve(curve, family, int(n_train) if n_train is not None else None)
-        section.sentences.extend(([f"{fixed}:"] if fixed else []) + sentences)
+        claims = read_curve_claims(curve, family)
+        if fixed:
+            claims = [{"text": f"{fixed}:", "numbers": [], "comparisons": [], "label": True}] + claims
+        section.claims.extend(claims)
         ids = set()
         if curve["points"]:
             frame = ctx.runs
@@ -118,9 +147,36 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
             if png:
                 section.figures.append((f"over_time_{i}.png", png,
                                         "Test metric over training steps, one line per size (mean over seeds)."))
-    section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]],
-                       "sentences": section.sentences}
+    section.sentences = texts(section.claims)
+    section.summary = {"curves": [{k: v for k, v in c.items()} for c in dd["curves"]], "answer": dd["answer"],
+                       "sentences": section.sentences, "claims": section.claims}
     return section
+
+
+MIN_SIZES = 3  # a threshold, a peak and a descent after it need three sizes on a curve
+
+
+def too_few_sizes(curves: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The one claim a double-descent section makes when no curve has ``MIN_SIZES`` sizes, else None."""
+    counts = [len(c["points"]) for c in curves]
+    if not counts or max(counts) >= MIN_SIZES:
+        return None
+    say = Sentence()
+    sizes = sorted({p["size"] for c in curves for p in c["points"]}, key=lambda v: (str(type(v)), v))
+    axis = curves[0]["axis"]
+    fixed = sorted({k for c in curves for k in c["fixed"]})
+    what = (f"each of the {_count(len(curves))} curves (one per setting of {', '.join(fixed)}) has"
+            if len(curves) > 1 else "the curve has")
+    named = " and ".join(say.num(v) if isinstance(v, (int, float)) else str(v) for v in sizes)
+    most = max(counts)
+    return say.claim(f"not read: {what} {_count(most)} size{'s' if most != 1 else ''} ({axis} {named}); a "
+                     f"threshold and a peak need at least {_count(MIN_SIZES)}.")
+
+
+def _count(n: int) -> str:
+    """A small count in words: a structural fact of the sweep, not a measured number to check against JSON."""
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    return words[n] if 0 <= n < len(words) else f"{n:,}"
 
 
 def runs_table_section(ctx: SweepContext) -> Section | None:

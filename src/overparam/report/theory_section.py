@@ -320,9 +320,10 @@ def theory_section(ctx: SweepContext) -> Section | None:
     if doc is None:
         return None
     section = Section(title="Theory beside measurement")
-    if not doc["kinds"]:
-        section.sentences.append(f"No closed-form curve is drawn for this sweep: {doc['reason']}.")
+    if not doc["kinds"]:  # nothing to draw: one line
+        section.sentences.append(f"no closed-form curve for this sweep: {doc['reason']}.")
         section.summary = {"kinds": [], "reason": doc["reason"]}
+        section.brief = True
         return section
     summaries = []
     for group in doc["groups"]:

@@ -61,11 +61,25 @@ def _os_error(exc: Exception, path: Path) -> Exception:
     return OSError(code, os.strerror(code), str(path))
 
 
+def unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state with every tensor that shares memory with an earlier one copied: safetensors refuses
+    shared tensors, and a model with tied weights (an unembedding tied to the token embedding) lists
+    the one tensor under two names. Loading writes the same values into the tied parameter twice."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, value in state.items():
+        where = (value.untyped_storage().data_ptr(), value.device.index or 0) if value.numel() else None
+        out[key] = value.clone() if where in seen else value
+        if where is not None:
+            seen.add(where)
+    return out
+
+
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor], run_id: str, config: dict[str, Any]) -> None:
     """A run's final weights, tied to its id and config (see ``load_checkpoint``)."""
     metadata = {"run_id": run_id, "config": json.dumps(config, sort_keys=True), "format": "overparam-1"}
     try:
-        write_atomically(path, state, metadata)
+        write_atomically(path, unshared(state), metadata)
     except OSError as exc:
         raise StoreError(f"cannot write checkpoint {path} ({exc.strerror or exc}); stored results are "
                          f"unaffected: fix the cause (free space?) and rerun the sweep to resume") from exc

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from overparam.data.base import TaskData
+from overparam.models import is_user_family
 from overparam.spec import Run
 
 # Calibrated on CPU (see module doc); CUDA numbers are launch-bound estimates (kernel ≈ 5 µs,
@@ -61,6 +62,13 @@ GPT_COST = {
     "cuda": {"LOOP_STEP": 6e-4, "LOOP_LAYER": 7e-4, "BUCKET_STEP": 1e-4, "BUCKET_LAYER": 1.5e-4,
              "MEMBER_LAYER": 1e-6, "LOOP_RATE": 3e13, "FUSED_RATE": 3e13},
 }
+# User models through torch.func (train/fused/functional.py). CPU: process time per step, 1 thread, 2-core machine
+# under load, width-64 MLPs on digits at batch 128 (the mlp module as a factory): the loop 1.0 ms per member; a
+# vmap step of 1, 2, 8, 32 members 1.7, 1.8, 2.6, 6.3 ms. CUDA: estimates (unmeasured).
+FUNCTIONAL_COST = {
+    "cpu": {"LOOP_STEP": 1.0e-3, "GROUP_STEP": 1.5e-3, "MEMBER_STEP": 0.1e-3, "LOOP_RATE": 3e10, "FUSED_RATE": 4e10},
+    "cuda": {"LOOP_STEP": 3e-4, "GROUP_STEP": 1e-3, "MEMBER_STEP": 2e-6, "LOOP_RATE": 2e13, "FUSED_RATE": 3e13},
+}
 # A member step of at least this many training FLOPs keeps the loop's GEMMs as busy as fused ones:
 # measured on CPU, width-4096 one-hidden-layer members (0.23 GFLOP a step) still fused 1.10× faster,
 # heavy8's depth-2 width-4096 members at batch 1024 (110 GFLOP) fused 0.92× (slower); between the two.
@@ -78,11 +86,12 @@ class Group:
 
 
 def plan_groups(runs: list[Run], fuse: str, device: torch.device,
-                tasks: Callable[[str], TaskData] | None = None) -> list[Group]:
+                tasks: Callable[[str], TaskData] | None = None, notes: list[str] | None = None) -> list[Group]:
     """Groups for ``runs`` under ``--fuse auto|on|off``, in the order runs first appear.
 
     ``tasks`` maps a task key (``sweep.plan.task_key``) to its data; without it tasks are
-    loaded here (the cost model needs input and output sizes).
+    loaded here (the cost model needs input and output sizes). ``notes`` gets one line per class
+    of runs that could have fused but cannot (a user model vmap cannot run), saying why.
     """
     if fuse not in ("auto", "on", "off"):
         raise ValueError(f"fuse: expected auto, on or off, got {fuse!r}")
@@ -99,10 +108,20 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
         else:
             groups.append(Group([run]))
     load = tasks or _task_loader()
+    unfused: dict[tuple[str, str], int] = defaultdict(int)  # (family, why) -> runs: one note each
     for members in classes.values():
         task = load(_task_key(members[0]))
-        if (members[0].config["model"]["family"] == "gpt") != (task.kind == "lm"):  # no engine for the pair
-            groups.extend(Group([run]) for run in members)
+        family = members[0].config["model"]["family"]
+        if is_user_family(family):  # the vmap engine, where it can run the module (checked once per shape)
+            from overparam.train.fused.functional import unfusable
+
+            reason = unfusable(members[0].config, task, device) if len(members) > 1 else None
+            if reason:
+                unfused[family, reason] += len(members)
+                groups.extend(Group([run]) for run in members)
+                continue
+        elif (family == "gpt") != (task.kind == "lm") or (family in CONV_FAMILIES and task.kind != "classification"):
+            groups.extend(Group([run]) for run in members)  # no engine for the pair (conv: classification only)
             continue
         for chunk in _chunks(members, task, device):
             conv = chunk[0].config["model"]["family"] in CONV_FAMILIES  # grouped convs: no padding, never slower
@@ -110,6 +129,8 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
                 groups.append(Group(chunk, fused=True))
             else:
                 groups.extend(Group([run]) for run in chunk)
+    if notes is not None:
+        notes.extend(f"{n} runs of {name} train one at a time, not fused: {why}" for (name, why), n in unfused.items())
     first = {run.id: i for i, run in enumerate(runs)}
     return sorted(groups, key=lambda g: min(first[r.id] for r in g.runs))
 
@@ -175,6 +196,8 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
     configs = [r.config for r in runs]
     if configs[0]["model"]["family"] == "gpt":
         return _gpt_step_costs(configs, shape, GPT_COST.get(device.type, GPT_COST["cuda"]))
+    if is_user_family(configs[0]["model"]["family"]):
+        return _functional_step_costs(configs, task, FUNCTIONAL_COST.get(device.type, FUNCTIONAL_COST["cuda"]))
     train = configs[0]["train"]
     batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
     family = family_module(configs[0]["model"]["family"])
@@ -223,6 +246,23 @@ def _gpt_step_costs(configs: list[dict], shape, c: dict[str, float]) -> tuple[fl
     fused = sum(c["BUCKET_STEP"] + key[0] * (c["BUCKET_LAYER"] + size * c["MEMBER_LAYER"])
                 for key, size in sizes.items())
     return loop, fused + flops / c["FUSED_RATE"]
+
+
+def _functional_step_costs(configs: list[dict], task: TaskData, c: dict[str, float]) -> tuple[float, float]:
+    """(loop, fused) seconds per step of user-model runs (``train/fused/functional.py``); members share a shape:
+
+        loop   Σ_i (LOOP_STEP + B·F / LOOP_RATE)
+        fused  GROUP_STEP + M·MEMBER_STEP + M·B·F / FUSED_RATE
+    """
+    from overparam.models import family_module
+    from overparam.train.run import shape_of
+
+    train = configs[0]["train"]
+    batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
+    per = float(family_module(configs[0]["model"]["family"]).flops_per_example(configs[0]["model"], shape_of(task)))
+    work = len(configs) * batch * per
+    loop = len(configs) * c["LOOP_STEP"] + work / c["LOOP_RATE"]
+    return loop, c["GROUP_STEP"] + len(configs) * c["MEMBER_STEP"] + work / c["FUSED_RATE"]
 
 
 def pays(runs: list[Run], task: TaskData, device: torch.device) -> bool:

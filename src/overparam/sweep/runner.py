@@ -15,6 +15,7 @@ from overparam.data import load_task
 from overparam.errors import OverparamError, StoreError
 from overparam.flags import threads_from_env
 from overparam.integrations.base import SinkSet
+from overparam.models.provenance import check_and_record
 from overparam.spec import Spec, load_spec
 from overparam.store import Store
 from overparam.sweep.checkpoints import save_checkpoint
@@ -24,6 +25,7 @@ from overparam.sweep.snapshots import DEFAULT_EVERY, FINAL, Cleanup, SnapshotPol
 from overparam.train.run import resolve_device, run_size
 
 EXECUTORS = ("local", "ray")
+CACHE_DIR = "cache"  # DIR/cache: data a task decoded (data.load_task), reused by later loads and resumes
 
 
 @dataclass
@@ -34,6 +36,7 @@ class SweepSummary:
     trained: int = 0
     diverged: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. why a user model's runs could not fuse
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -82,7 +85,7 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         if key not in tasks:
             import json
 
-            tasks[key] = load_task(json.loads(key))
+            tasks[key] = load_task(json.loads(key), cache_dir=Path(out) / CACHE_DIR)  # decoded images, kept
         return tasks[key]
 
     for run in runs:  # load data and check sizes before touching the store
@@ -91,6 +94,7 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
     copies = SinkSet(sinks, spec.name, out)  # connects now: a bad --mlflow URI fails before training
 
     with copies, Store.create(out) as store:
+        check_and_record(store, spec.base["model"]["family"])  # a changed model file: refused before any change
         store.reset_interrupted()
         store.add_runs(runs)
         store.set_meta("spec", spec.to_dict())
@@ -102,7 +106,9 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         if not todo:
             prune_private(out)
             return summary
-        groups = plan_groups(todo, fuse, dev, tasks=get_task)
+        groups = plan_groups(todo, fuse, dev, tasks=get_task, notes=summary.notes)
+        for note in summary.notes if progress else ():
+            print(f"overparam: note: {note}", file=sys.stderr, flush=True)
         cleanup = Cleanup(snapshots, groups)
         bar = _progress(len(runs), summary.already_done, spec.name, progress)
         outcomes = runner.execute(groups, get_task)
@@ -148,6 +154,10 @@ def set_cpu_threads(device) -> None:
 def _store_outcome(store: Store, outcome, task, summary: SweepSummary, copies: SinkSet) -> None:
     run, result = outcome.run, outcome.result
     params, flops = run_size(run.config, task)
+    if result.metrics and getattr(task, "x_test", None) is not None:
+        # the split each metric was measured on: the binomial noise of a test error needs n_test
+        result.metrics.setdefault("n_train", int(len(task.x_train)))
+        result.metrics.setdefault("n_test", int(len(task.x_test)))
     if result.state is not None and run.config["train"]["checkpoint"]:
         save_checkpoint(store.checkpoint_path(run.id), result.state, run.id, run.config)
     store.record(run.id, result.status, params, flops, result.metrics, result.curve, outcome.seconds,

@@ -123,8 +123,8 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
     """
     train, seed, context = config["train"], config["seed"], config["model"].get("context")
     if context is None:
-        raise SpecError(f"model.family: {config['model']['family']!r} is not a language model "
-                        f"(language tasks need family gpt)")
+        raise SpecError(f"model.family: {config['model']['family']!r} is not a language model (language tasks "
+                        f"need family gpt or hf-causal-lm, or a model factory that takes a 'context' keyword)")
     if train["optimizer"] == "gd":
         raise SpecError("train.optimizer: gd (full batch) does not apply to a language model; use sgd, "
                         "adam or adamw with train.batch_size windows")

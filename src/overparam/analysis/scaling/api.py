@@ -64,17 +64,34 @@ class ScalingFit:
                 "bootstrap": self.bootstrap, **self.extras}
 
 
-def fit_scaling_law(points: pd.DataFrame, law: str = "chinchilla", bootstrap: int = 1000, seed: int = 0, *,
+def fit_scaling_law(points: pd.DataFrame, law: str = "auto", bootstrap: int = 1000, seed: int = 0, *,
                     backtest: bool = True, holdout: float = 0.2, min_gain: float = 0.01,
                     **options: Any) -> ScalingFit:
     """Fit ``law`` to ``points`` (params, tokens, loss[, flops]) with ``bootstrap`` resamples.
 
-    ``options`` go to the fitter (``x`` for power/bnsl, ``breaks`` for bnsl, ``budget_tol`` for the
-    IsoFLOP approach). Deterministic: the same points, options and seed give the same numbers.
+    ``law="auto"``: the law the points' axes identify (``axes.choose``): Chinchilla's L(N, D) when
+    model size and tokens both vary, the power law in the one that does otherwise (with ``x``
+    given: the power law in ``x``). A named law the points do not identify is refused, naming the
+    missing axis. ``options`` go to the fitter (``x`` for power/bnsl, ``breaks`` for bnsl,
+    ``budget_tol`` for the IsoFLOP approach). Deterministic: the same points, options and seed give
+    the same numbers.
     """
+    from overparam.analysis.scaling import axes
+
     data = prepare_points(points)
+    extras: dict[str, Any] = {"axes": {k: len(v) for k, v in axes.axes(data).items()}}
+    if law in ("auto", None):
+        if options.get("x") is not None:
+            law = "power"
+        else:
+            chosen = axes.choose(data)
+            law, data = chosen["law"], chosen["rows"]
+            if chosen["x"] is not None:
+                options = {**options, "x": chosen["x"]}
+                extras["note"] = chosen["reason"]
+    if law in LAWS:
+        axes.check(data, law, options.get("x"))
     fitter = make_fitter(law, bootstrap=bootstrap, seed=seed, **options).fit(data)
-    extras: dict[str, Any] = {}
     if hasattr(fitter, "search_"):
         extras["search"] = fitter.search_
     if fitter.kind == "allocation":
@@ -87,8 +104,46 @@ def fit_scaling_law(points: pd.DataFrame, law: str = "chinchilla", bootstrap: in
             extras["compute_optimal"] = _chinchilla_summary(fitter, float(data["flops"].max()))
         extras["backtest"] = extrapolation_backtest(fitter, data, holdout) if backtest else None
         extras["diminishing_returns"] = diminishing_returns(fitter, data, min_gain)
+    if "x" in options:
+        extras["x"] = options["x"]
+    extras["warnings"] = fit_warnings(fitter, data)
     return ScalingFit(law=law, params=fitter.params_, ci=getattr(fitter, "ci_", {}),
                       n_points=fitter.n_points_, bootstrap=int(bootstrap), fitter=fitter, extras=extras)
+
+
+EXPONENTS = ("alpha", "beta", "alpha_N", "alpha_D")
+
+
+def fit_warnings(fitter: ScalingLawFitter, data: pd.DataFrame, rise: float = 0.05) -> list[str]:
+    """What makes a fit untrustworthy, in words: an exponent whose 95 % interval is wider than the
+    estimate itself, and a power law fitted to a loss that rises again at the largest sizes (it
+    cannot follow a double-descent curve; the broken power law can)."""
+    out = []
+    ci = getattr(fitter, "ci_", {})
+    for name in EXPONENTS:
+        value, pair = fitter.params_.get(name), ci.get(name)
+        if value is None or not pair or not all(np.isfinite(pair)):
+            if value is not None and pair:
+                out.append(f"the exponent {name} is not determined: its 95 % interval reaches beyond float range")
+            continue
+        if pair[1] - pair[0] > abs(value):
+            out.append(f"the exponent {name} is barely determined: its 95 % interval [{pair[0]:.3g}, {pair[1]:.3g}] "
+                       f"is wider than the estimate {value:.3g}")
+    if fitter.law == "power":
+        from overparam.analysis.scaling.axes import SAME_DECADES
+
+        col = fitter.x_column
+        key = np.round(np.log10(data[col].to_numpy()) / SAME_DECADES)
+        means = data.groupby(key)["loss"].mean()
+        xs = data.groupby(key)[col].mean()
+        best = int(np.argmin(means.to_numpy()))
+        last = float(means.iloc[-1])
+        if best < len(means) - 1 and last > float(means.iloc[best]) * (1 + rise):
+            out.append(f"the loss is not monotone in {col}: lowest ({float(means.iloc[best]):.4g}) at "
+                       f"{float(xs.iloc[best]):,.0f}, {last:.4g} at the largest ({float(xs.iloc[-1]):,.0f}); a power "
+                       f"law cannot follow a curve that rises again (double descent: see `overparam analyze`; "
+                       f"--law bnsl fits a broken power law)")
+    return out
 
 
 def _chinchilla_summary(fitter: ChinchillaFitter, flops: float) -> dict[str, Any]:
@@ -152,7 +207,8 @@ def diminishing_returns(fitter: ScalingLawFitter, data: pd.DataFrame,
     xs = np.logspace(np.log10(data[col].min()) - 3, np.log10(data[col].max()) + 12, 3000)
 
     def excess(x):
-        return fitter.size_curve(x) - fitter.size_curve(2 * x) - min_gain
+        with np.errstate(invalid="ignore"):  # inf - inf where a degenerate fit overflows: nan, never "above"
+            return fitter.size_curve(x) - fitter.size_curve(2 * x) - min_gain
 
     above = np.flatnonzero(excess(xs) >= 0)
     if above.size == 0:

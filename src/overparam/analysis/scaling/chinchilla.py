@@ -35,6 +35,7 @@ shared 2-core machine, against ~2-3 minutes for the grid alone with one scipy L-
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -218,20 +219,23 @@ class ChinchillaFitter(ScalingLawFitter):
         x, _, _ = self._search(data, starts.reshape(-1, 5), W, groups)
         return list(x)
 
+    @np.errstate(over="ignore", invalid="ignore")  # constants beyond float range: inf/nan, null in JSON
     def _predict(self, theta, data):
         a, b, e, alpha, beta = theta
         n, d = data["params"].to_numpy(), data["tokens"].to_numpy()
         return np.exp(e) + np.exp(a) * n**-alpha + np.exp(b) * d**-beta
 
+    @np.errstate(over="ignore")  # a resample's log A beyond float range: A = inf, null in JSON
     def _named(self, theta):
         a, b, e, alpha, beta = (float(v) for v in theta)
         return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": alpha, "beta": beta}
 
     def size_curve(self, n: np.ndarray) -> np.ndarray:
-        """L(N) with unlimited data: E + A / N^α."""
+        """L(N) with unlimited data: E + A / N^α (inf or nan where the constants overflow)."""
         self._check_fitted()
         p = self.params_
-        return p["E"] + p["A"] * np.asarray(n, float) ** -p["alpha"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return p["E"] + p["A"] * np.asarray(n, float) ** -p["alpha"]
 
 
 def _distinct_minima(x: np.ndarray, f: np.ndarray, tol: float = 1e-3, keep: int = 8,
@@ -254,17 +258,22 @@ def _distinct_minima(x: np.ndarray, f: np.ndarray, tol: float = 1e-3, keep: int 
 
 
 def allocation_exponents(p: dict[str, float]) -> dict[str, float]:
-    """a = β/(α+β), b = α/(α+β), G = (αA / (βB))^(1/(α+β)): N_opt = G (C/6)^a, D_opt = (C/6)^b / G."""
-    s = p["alpha"] + p["beta"]
-    return {"a": p["beta"] / s, "b": p["alpha"] / s,
-            "G": (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1.0 / s)}
+    """a = β/(α+β), b = α/(α+β), G = (αA / (βB))^(1/(α+β)): N_opt = G (C/6)^a, D_opt = (C/6)^b / G.
+
+    A degenerate fit (B = 0, α + β = 0, a constant that overflowed) gives inf or nan, reported as null.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = np.float64(p["alpha"] + p["beta"])
+        return {"a": float(p["beta"] / s) if s else math.nan, "b": float(p["alpha"] / s) if s else math.nan,
+                "G": float((p["alpha"] * np.float64(p["A"]) / (p["beta"] * np.float64(p["B"]))) ** (1.0 / s))}
 
 
 def optimal_allocation(p: dict[str, float], flops) -> tuple[np.ndarray, np.ndarray]:
     """(N_opt, D_opt) minimizing L(N, D) subject to 6 N D = C (Hoffmann et al. 2022, eq. 4)."""
     k = allocation_exponents(p)
     c6 = np.asarray(flops, float) / 6.0
-    return k["G"] * c6 ** k["a"], c6 ** k["b"] / k["G"]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return k["G"] * c6 ** k["a"], c6 ** k["b"] / k["G"]
 
 
 def allocation_for_loss(p: dict[str, float], loss) -> tuple[np.ndarray, np.ndarray]:
@@ -276,6 +285,7 @@ def allocation_for_loss(p: dict[str, float], loss) -> tuple[np.ndarray, np.ndarr
     gap = np.asarray(loss, float) - p["E"]
     gap = np.where(gap > 0, gap, np.nan)
     s = p["alpha"] + p["beta"]
-    n = (p["A"] * s / (p["beta"] * gap)) ** (1.0 / p["alpha"])
-    d = (p["B"] * s / (p["alpha"] * gap)) ** (1.0 / p["beta"])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # degenerate constants: inf/nan
+        n = (p["A"] * s / (p["beta"] * gap)) ** (1.0 / p["alpha"])
+        d = (p["B"] * s / (p["alpha"] * gap)) ** (1.0 / p["beta"])
     return n, d

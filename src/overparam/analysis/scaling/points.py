@@ -111,10 +111,29 @@ def load_epoch_chinchilla(path: str | Path, drop_highest: int = 5) -> pd.DataFra
     return load_points(path, drop_highest=drop_highest)
 
 
+def examples_seen(runs: pd.DataFrame) -> np.ndarray:
+    """D for runs that count no tokens (non-language tasks): the training examples they processed,
+    ``train.steps × train.batch_size`` (full-batch gd: × ``task.train_size``; a closed-form fit sees
+    each example once: ``task.train_size``). NaN where the config columns are absent."""
+    from overparam.train.recipe import CLOSED_FORM
+
+    need = ("train.optimizer", "train.steps", "train.batch_size", "task.train_size")
+    if not all(c in runs for c in need):
+        return np.full(len(runs), np.nan)
+    n = pd.to_numeric(runs["task.train_size"], errors="coerce").to_numpy(float)
+    steps = pd.to_numeric(runs["train.steps"], errors="coerce").to_numpy(float)
+    batch = pd.to_numeric(runs["train.batch_size"], errors="coerce").to_numpy(float)
+    opt = runs["train.optimizer"].astype(str).to_numpy()
+    return np.where(np.isin(opt, list(CLOSED_FORM)), n, np.where(opt == "gd", steps * n, steps * batch))
+
+
 def points_from_sweep(directory: str | Path) -> pd.DataFrame:
     """Points from a sweep directory: finished runs (status ``done``), loss = ``test_loss``.
 
-    Runs without ``tokens`` (non-language tasks) get D = flops / (6 params).
+    Runs without ``tokens`` (non-language tasks) get D = the examples they trained on
+    (:func:`examples_seen`), or flops / (6 params) when the config does not say. Not flops / (6N)
+    first: a closed-form fit's FLOPs grow like N²·n, which would invent a token axis where the data
+    never varied.
     """
     from overparam.store import load_runs
 
@@ -128,7 +147,8 @@ def points_from_sweep(directory: str | Path) -> pd.DataFrame:
     flops = runs["flops"].to_numpy(dtype=float) if "flops" in runs else np.full(len(runs), np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         derived = flops / (6.0 * frame["params"].to_numpy(dtype=float))
-    frame["tokens"] = np.where(np.isfinite(tokens), tokens, derived)
+    seen = examples_seen(runs)
+    frame["tokens"] = np.where(np.isfinite(tokens), tokens, np.where(np.isfinite(seen) & (seen > 0), seen, derived))
     frame["flops"] = flops
     if not np.isfinite(flops).all():
         frame = frame.drop(columns="flops")

@@ -85,17 +85,20 @@ class PowerLawFitter(ScalingLawFitter):
             rows.append([a0, np.log(e0), alpha])
         return np.array(rows)
 
+    @np.errstate(over="ignore")  # a resample's wild exponent: inf, printed as null
     def _predict(self, theta, data):
         return np.exp(np.logaddexp(*self._terms(theta, np.log(data[self.x].to_numpy()))))
 
+    @np.errstate(over="ignore")  # log A beyond float range (a bootstrap resample far off): A = inf, null in JSON
     def _named(self, theta):
         return {"E": float(np.exp(theta[1])), "A": float(np.exp(theta[0])), "alpha": float(theta[2])}
 
     def size_curve(self, x: np.ndarray) -> np.ndarray:
-        """L as a function of the fitted variable alone."""
+        """L as a function of the fitted variable alone (inf or nan where the constants overflow)."""
         self._check_fitted()
         p = self.params_
-        return p["E"] + p["A"] * np.asarray(x, float) ** -p["alpha"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return p["E"] + p["A"] * np.asarray(x, float) ** -p["alpha"]
 
 
 class KaplanFitter(ScalingLawFitter):
@@ -139,10 +142,12 @@ class KaplanFitter(ScalingLawFitter):
         return best_of(np.array(list(grid)), lambda x0: lm_solve(residual, jacobian, x0, 100),
                        polish=lambda x0: lm_solve(residual, jacobian, x0))
 
+    @np.errstate(over="ignore")
     def _predict(self, theta, data):
         uv = self._uv(theta, np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy()))
         return np.exp(theta[3] * np.logaddexp(*uv))
 
+    @np.errstate(over="ignore")  # a resample's log N_c beyond float range: inf, null in JSON
     def _named(self, theta):
         return {"Nc": float(np.exp(theta[0])), "Dc": float(np.exp(theta[1])),
                 "alpha_N": float(theta[2]), "alpha_D": float(theta[3])}
@@ -150,4 +155,5 @@ class KaplanFitter(ScalingLawFitter):
     def size_curve(self, n: np.ndarray) -> np.ndarray:
         """L(N) with unlimited data: (N_c / N)^α_N."""
         self._check_fitted()
-        return (self.params_["Nc"] / np.asarray(n, float)) ** self.params_["alpha_N"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (self.params_["Nc"] / np.asarray(n, float)) ** self.params_["alpha_N"]

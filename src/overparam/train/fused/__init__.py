@@ -7,7 +7,8 @@
 - ``engine``: ``train_group``, the loop; ``cuda``: the step captured as a CUDA graph;
 - ``buffered``: the step (and its CUDA graph) of the conv and GPT engines, fed batch tensors;
 - ``tiled``: one-hidden-layer MLPs side by side, a fixed handful of kernels per step (CUDA's choice);
-- ``jagged``: the same layout through torch's grouped matmul (CUDA, bf16).
+- ``jagged``: the same layout through torch's grouped matmul (CUDA, bf16);
+- ``functional``: any module of one shape (the user's own factories) through ``torch.func.vmap``.
 
 docs/fused.md has the rules, the cost model and the measurements.
 """

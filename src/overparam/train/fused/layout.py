@@ -40,14 +40,19 @@ GPT_SHAPE_KEYS = ("n_layer", "d_model", "n_head", "tied")  # gpt members bucket 
 def fusable(config: dict[str, Any]) -> bool:
     """Gradient-trained runs of the families this engine knows (closed form never fuses).
 
-    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel.
+    ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel; nor
+    does an ``mlp`` on augmented images (``task.augment``), which only the loop and the conv engine apply.
     """
+    from overparam.models import is_user_family
     from overparam.train.recipe import CLOSED_FORM
 
     family = config["model"]["family"]
     if family == "gpt" and config["train"]["dropout"] > 0:
         return False
-    return family in FAMILIES and config["train"]["optimizer"] not in CLOSED_FORM
+    if config["task"].get("augment", "none") != "none" and family in FAMILIES and family not in CONV_FAMILIES:
+        return False  # the mlp engine draws no per-batch augmentation (``task.augment``); the conv and vmap ones do
+    known = family in FAMILIES or is_user_family(family)  # user factories: train/fused/functional.py
+    return known and config["train"]["optimizer"] not in CLOSED_FORM
 
 
 def fuse_key(config: dict[str, Any]) -> str:
@@ -56,10 +61,15 @@ def fuse_key(config: dict[str, Any]) -> str:
     The run's ``seed`` is not part of it: members draw their own batch order and init; what
     must agree is the shape of every step (batch size, steps) and when evaluations happen.
     """
+    from overparam.models import is_user_family
+
     task = {k: v for k, v in config["task"].items() if k not in MEMBER_TASK_KEYS}
-    member_model = GPT_SHAPE_KEYS if config["model"]["family"] == "gpt" else MEMBER_MODEL_KEYS
+    user = is_user_family(config["model"]["family"])
+    member_model = () if user else GPT_SHAPE_KEYS if config["model"]["family"] == "gpt" else MEMBER_MODEL_KEYS
     model = {k: v for k, v in config["model"].items() if k not in member_model}
     train = {k: v for k, v in config["train"].items() if k not in MEMBER_TRAIN_KEYS}
+    if user:  # a factory may build nn.Identity at dropout 0 and nn.Dropout above: another structure
+        train["dropout > 0"] = config["train"]["dropout"] > 0
     if train["dtype"] is None:  # resolve the default so float32-by-default and explicit float32 agree
         train["dtype"] = "float32"
     if train["optimizer"] == "gd":
