@@ -35,7 +35,7 @@ def small_eos(tmp_path_factory):
 def test_a_section_with_nothing_to_show_is_one_line(small_eos):
     page = (small_eos / "report.html").read_text()
     line = re.search(r'<p class="brief"><strong>Double descent</strong>: (.*?)</p>', page)
-    assert line and "each of the 2 curves (one per setting of train.lr) has 2 sizes" in line[1]
+    assert line and "each of the two curves (one per setting of train.lr) has two sizes" in line[1]
     assert "model.width 16 and 64" in line[1] and "<h3>Double descent</h3>" not in page
     assert not list((small_eos / "figures").glob("double_descent_*.png"))  # no two-point plots
     theory = re.search(r'<p class="brief"><strong>Theory beside measurement</strong>: (.*?)</p>', page)

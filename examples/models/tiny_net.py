@@ -1,7 +1,7 @@
 """A user's own model for overparam: any function or class that returns an nn.Module.
 
 The sweep calls make_net with the spec's model keys (width, blocks) as keyword arguments and
-fills in input_shape and num_outputs from the task; see docs/own-model.md.
+fills in input_shape and num_outputs from the task; see docs/own-task.md.
 """
 
 import math

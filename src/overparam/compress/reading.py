@@ -27,8 +27,8 @@ def describe_model(config: dict[str, Any]) -> str:
     if m["family"] == "gpt":
         return f"a {m['n_layer']}-layer GPT (d_model {m['d_model']}, {m['n_head']} heads)"
     settings = ", ".join(f"{k} {v}" for k, v in m.items() if k != "family" and isinstance(v, (int, float, str)))
-    target, _, factory = m["family"].rpartition(":")  # a user's factory: "make_net from net.py"
-    name = f"{factory} from {target.replace(chr(92), '/').rsplit('/', 1)[-1]}" if factory else m["family"]
+    target, _, factory = m["family"].rpartition(":")  # a user's factory: "net.py:make_net"
+    name = f"{target.replace(chr(92), '/').rsplit('/', 1)[-1]}:{factory}" if factory else m["family"]
     return f"a {name} model" + (f" ({settings})" if settings else "")
 
 
@@ -60,7 +60,7 @@ def formatter(metric: str, values: list[float]) -> Callable[[float], str]:
 
 
 def _size_name(size: dict[str, Any] | None, family: str, params: float) -> str:
-    """'1,069-wide' (mlp), 'd_model 48' (gpt), or '80.2 k-parameter' for other families."""
+    """'1,069-wide' (mlp), 'd_model 48' (gpt), or '80.2k-parameter' for other families."""
     size = size or {}
     if family == "mlp" and "width" in size:
         return f"{size['width']:.0f}-wide"
@@ -124,9 +124,10 @@ def _equivalent_phrase(entry: dict[str, Any], family: str, dense: dict[str, Any]
     if status == "matched" and points.get("below") and points.get("above"):
         above, below = points["above"], points["below"]
         above_name = ("its own size" if above is parent else _point_name(above, family))
-        return (f"counts as a dense {_size_name(entry.get('dense_equivalent_size'), family, n)} model "
-                f"({_count(n)} parameters): walked down from its own size, the dense curve first reaches "
-                f"{mine} or worse between {above_name} ({fmt(above[metric])}) and {_point_name(below, family)} "
+        named = _size_name(entry.get("dense_equivalent_size"), family, n)
+        counted = "" if named.endswith("-parameter") else f" ({_count(n)} parameters)"  # not the count twice
+        return (f"counts as a dense {named} model{counted}: walked down from its own size, the dense curve first "
+                f"reaches {mine} or worse between {above_name} ({fmt(above[metric])}) and {_point_name(below, family)} "
                 f"({fmt(below[metric])})")
     if status == "matched":
         return f"counts as a dense model of {_count(n)} parameters"
