@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "text": "overparam.data.text",
     "markov": "overparam.data.markov",
     "mnist": "overparam.data.mnist", "cifar10": "overparam.data.cifar10",
+    "icl-markov": "overparam.data.icl_markov", "fewshot": "overparam.data.fewshot",  # in-context tasks
 }
 
 
