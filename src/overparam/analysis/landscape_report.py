@@ -32,7 +32,7 @@ VERSION = 1
 ARTIFACT = "landscape"  # DIR/analyses/landscape.json
 METRICS = ("train_loss", "train_error")
 MIN_POINTS = 3  # evaluated steps per run before "the first step at or below" says anything
-LANGUAGE_TASKS = ("text", "markov")
+LANGUAGE_TASKS = ("text", "markov", "icl-markov", "fewshot")
 
 
 def fmt_num(v: float | None) -> str:

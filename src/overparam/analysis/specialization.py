@@ -79,7 +79,8 @@ def _pair_key(row: dict[str, Any]) -> str:
 def _compare(spec: dict[str, Any], gen: dict[str, Any]) -> dict[str, Any]:
     diff = spec["loss"] - gen["loss"]
     noise = math.hypot(spec["noise"], gen["noise"])
-    return {"difference": diff, "noise": noise, "specialist_better": diff < 0 and exceeds(diff, noise),
+    return {"difference": diff, "margin": abs(diff), "noise": noise,
+            "specialist_better": diff < 0 and exceeds(diff, noise),
             "generic_better": diff > 0 and exceeds(diff, noise)}
 
 

@@ -89,7 +89,7 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
     from overparam.analysis.epochwise import curve_metric, epochwise_peaks, heatmap_table, size_axis
 
     runs, curves = ctx.runs, ctx.curves
-    if runs.empty or curves.empty or ctx.first("task.kind") in ("text", "markov"):
+    if runs.empty or curves.empty or ctx.first("task.kind") in ("text", "markov", "icl-markov", "fewshot"):
         return None
     done = runs[runs["status"] == "done"]
     if done.empty or curves.groupby("run_id")["step"].nunique().max() < MIN_STEPS:

@@ -147,9 +147,9 @@ def read_specialization(block: dict[str, Any]) -> list[str]:
                  f"training tokens: trained on {name} alone {pm(spec['loss'], spec['noise'])}, on "
                  f"{' + '.join(gen['domains'])} ({fmt(gen['domain_share'])} {name}) {pm(gen['loss'], gen['noise'])}")
             if p["specialist_better"]:
-                s += f": the specialist is better by {fmt(-p['difference'])}."
+                s += f": the specialist is better by {fmt(p['margin'])}."
             elif p["generic_better"]:
-                s += f": the generic model is better by {fmt(p['difference'])}."
+                s += f": the generic model is better by {fmt(p['margin'])}."
             else:
                 s += ": no difference beyond noise."
             out.append(s)

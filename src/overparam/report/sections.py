@@ -86,7 +86,7 @@ class SweepContext:
 
 
 def double_descent_section(ctx: SweepContext) -> Section | None:
-    if ctx.first("task.kind") in ("text", "markov"):
+    if ctx.first("task.kind") in ("text", "markov", "icl-markov", "fewshot"):
         return None  # language models: the scaling section reads them
     dd = ctx.double_descent
     if not dd:
