@@ -51,3 +51,16 @@ def test_mlp_part_reads_the_landscape(demo):
     assert section["landscape_json"] == "fresh" and section["sentences"] == doc["sentences"]
     assert [p["barrier"] for p in section["paths"]] == [p["barrier"] for p in doc["paths"]]
     assert len(doc["paths"]) == len(section["sizes"]) >= 2  # one run per width
+
+
+def test_in_context_part_reads_its_block(demo):
+    """The demo's icl-markov part: its report section and headline quote the in-context block."""
+    from overparam.analysis.in_context import blocks
+
+    summary = json.loads((demo / "summary.json").read_text())
+    section = summary["parts"]["in-context"]["in-context_learning"]
+    block = blocks(demo / "in-context")["in_context"]
+    assert [s["params"] for s in section["sizes"]] == [r["params"] for r in block["sizes"]]
+    assert [s["icl_score"] for s in section["sizes"]] == [r["icl_score"] for r in block["sizes"]]
+    lines = [s for s in summary["headline"] if s.startswith("In-context learning")]
+    assert len(lines) == 1 and section["sentences"][-3] in lines[0]  # the largest size's ICL sentence

@@ -97,14 +97,15 @@ def test_sequences_are_deterministic_prefixes_with_their_own_chains():
 
 
 def test_icl_score_positions_and_paired_gap():
-    assert icl_positions(64) == (6, list(range(58, 64)))
-    assert icl_positions(5) == (1, [4])
+    assert icl_positions(64) == ([6, 7, 8, 9, 10, 11], list(range(58, 64)))
+    assert icl_positions(5) == ([1], [4])
+    assert icl_positions(10) == ([1], [9]) and icl_positions(20) == ([2, 3], [18, 19])
     losses = np.tile(np.linspace(2.0, 1.0, 20), (4, 1))
     losses[:, -1] += np.array([0.0, 0.1, 0.2, 0.3])
     bayes = np.full_like(losses, 0.9)
     out = icl_numbers(losses, bayes)
     early, late = icl_positions(20)
-    assert out["icl_score"] == pytest.approx(losses[:, late].mean() - losses[0, early])
+    assert out["icl_score"] == pytest.approx(losses[:, late].mean() - losses[0, early].mean())
     assert out["bayes_gap"] == pytest.approx(1.0 + 0.15 - 0.9)
     assert out["bayes_gap_se"] == pytest.approx(np.std([0.0, 0.1, 0.2, 0.3], ddof=1) / 2)
 

@@ -64,7 +64,7 @@ def test_loss_by_position_averages_to_the_test_loss_and_references_are_exact(icl
     refs = task.info["reference"]
     np.testing.assert_allclose(m["reference_loss_by_position"]["bayes"], refs["bayes"].mean(axis=0))
     assert m["reference_loss_by_position"]["uniform"] == pytest.approx([math.log(3)] * 12)
-    assert m["position_early"] == 1 and m["position_late"] == [11]
+    assert m["position_early"] == [1] and m["position_late"] == [11]
     assert m["bayes_gap"] == pytest.approx(m["loss_by_position"][-1] - refs["bayes"][:, -1].mean())
 
 
@@ -137,7 +137,7 @@ def test_report_reads_the_in_context_block(icl_pair):
 def test_reading_states_only_what_exceeds_the_noise():
     from overparam.report.in_context_reading import read_few_shot, read_in_context
 
-    row = {"fixed": {}, "axis": "model.d_model", "size": 8, "params": 1000, "context": 10, "early": 1, "late": [9],
+    row = {"fixed": {}, "axis": "model.d_model", "size": 8, "params": 1000, "context": 10, "early": [1], "late": [9],
            "icl_score": -0.2, "icl_score_noise": 0.05, "bayes_gap": 0.03, "bayes_gap_noise": 0.02, "last_loss": 0.9,
            "references": {"bayes": {"icl_score": -0.25, "last_loss": 0.87}, "unigram": {"icl_score": -0.1}},
            "phase_change": {"evaluations": 5, "step": None, "start": 0.0, "min": -0.05},
@@ -192,3 +192,56 @@ def test_bad_input_is_one_line_before_training(tmp_path, capsys, task, model, me
     err = capsys.readouterr().err.strip()
     assert err.startswith("overparam: error:") and "\n" not in err and re.search(message, err), err
     assert not (tmp_path / "out" / "overparam.sqlite").exists()
+
+
+def test_fewshot_sweep_reads_accuracy_against_the_optimal_learner(tmp_path, capsys):
+    from overparam.data import fewshot, load_task
+    from overparam.report.in_context_reading import read_few_shot
+
+    spec = {"name": "fs", "task": {"kind": "fewshot", "symbols": 5, "labels": 3, "context": 13, "shots": [0, 2, 6],
+                                   "train_size": 128, "test_size": 96},
+            "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 13},
+            "train": {"optimizer": "adamw", "lr": 1e-2, "steps": 10, "batch_size": 8},
+            "vary": {"model.d_model": [8, 16]}}
+    run_sweep(spec, tmp_path / "fs", progress=False)
+    assert main(["analyze", str(tmp_path / "fs"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "few_shot" in doc and not {"in_context", "position", "specialization"} & set(doc)
+    block = doc["few_shot"]
+    task = load_task(_runs(tmp_path / "fs")[0]["config"]["task"])
+    assert block["shots"] == [0, 2, 6] and block["chance"] == pytest.approx(1 / 3)
+    assert block["optimal_expected"] == pytest.approx([fewshot.optimal_accuracy(k, 5, 3) for k in (0, 2, 6)])
+    for row in block["sizes"]:
+        assert row["optimal"] == pytest.approx(task.info["optimal"].mean(axis=0).tolist())  # all 96 prompts
+        assert row["fraction_of_optimal_gain"][0] is None and all(0 <= a <= 1 for a in row["accuracy"])
+        assert row["noise"][1] == pytest.approx(math.sqrt(row["accuracy"][1] * (1 - row["accuracy"][1]) / 96))
+    sentences = read_few_shot(block)
+    assert_quotes_only_block_numbers(sentences, block)
+    assert "nothing is claimed there" in sentences[1] and not any("k = 0:" in s for s in sentences)
+
+
+def test_markov_sweep_gets_a_position_block_and_no_in_context_one(tmp_path, capsys):
+    from overparam.report.in_context_reading import read_position
+
+    spec = {"name": "mk", "task": {"kind": "markov", "vocab_size": 8, "order": 1, "branching": 2,
+                                   "train_size": 4000, "test_size": 2000},
+            "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "d_model": 8},
+            "train": {"optimizer": "adamw", "lr": 1e-2, "steps": 20, "batch_size": 8},
+            "vary": {"model.context": [8, 16]}}
+    run_sweep(spec, tmp_path / "mk", progress=False)
+    assert main(["analyze", str(tmp_path / "mk"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) & {"in_context", "few_shot", "position", "specialization"} == {"position"}
+    block = doc["position"]
+    assert [r["context"] for r in block["sizes"]] == [8, 16] and block["extrapolation"]["supported"] is False
+    for row, run in zip(block["sizes"], _runs(tmp_path / "mk"), strict=True):
+        m = run["metrics"]
+        assert row["context_gain"] == pytest.approx(m["context_gain"])
+        assert row["context_gain"] == pytest.approx(np.mean([m["loss_by_position"][t] for t in row["early"]]) - np.mean(
+            [m["loss_by_position"][t] for t in row["late"]]), abs=1e-9)
+        assert row["entropy_rate"] == pytest.approx(m["entropy_rate"])
+    sentences = read_position(block)
+    assert_quotes_only_block_numbers(sentences, block)
+    assert "not supported" in sentences[-1] and "learned absolute position embeddings" in sentences[-1]
+    for row, sentence in zip(block["sizes"], sentences[1:-1], strict=True):
+        assert ("distant context is worth" in sentence) == row["gains"]

@@ -14,7 +14,7 @@ from torch import nn
 from overparam.data import load_task
 from overparam.spec import Spec
 from overparam.train.lm import eval_offsets
-from overparam.train.lm_measures import lm_measures
+from overparam.train.lm_measures import MEASURE_TOKENS, lm_measures
 
 torch.set_num_threads(1)
 
@@ -73,7 +73,7 @@ def test_per_domain_losses_equal_a_direct_computation(toy):
     out = lm_measures(model, task, context, torch.device("cpu"))
     logp = torch.log_softmax(table, dim=1).numpy()
     for dom in task.info["domains"]:
-        offs = eval_offsets(dom["n_test"], context).numpy() + dom["test_start"]
+        offs = eval_offsets(dom["n_test"], context, MEASURE_TOKENS).numpy() + dom["test_start"]
         tokens = task.tokens_test
         per_window = [np.mean([-logp[tokens[o + t], tokens[o + t + 1]] for t in range(context)]) for o in offs]
         assert out["domain_test_loss"][dom["name"]] == pytest.approx(np.mean(per_window), rel=1e-12)
@@ -81,7 +81,7 @@ def test_per_domain_losses_equal_a_direct_computation(toy):
             np.std(per_window, ddof=1) / math.sqrt(len(per_window)), rel=1e-9, abs=1e-15)
     assert out["domain_test_loss"]["a"] < 0.01 < math.log(3) * 0.9 < out["domain_test_loss"]["noise"]
     # loss by position averages over the pooled test windows; a bigram is the same at every position
-    offs = eval_offsets(len(task.tokens_test), context).numpy()
+    offs = eval_offsets(len(task.tokens_test), context, MEASURE_TOKENS).numpy()
     direct = np.array([[-logp[task.tokens_test[o + t], task.tokens_test[o + t + 1]] for t in range(context)]
                        for o in offs])
     np.testing.assert_allclose(out["loss_by_position"], direct.mean(axis=0), rtol=1e-12)

@@ -53,8 +53,15 @@ def size_groups(runs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         size = run["params"] if axis == "params" else f.get(axis)
         row = rows.setdefault(_key([fixed, size]), {"fixed": fixed, "size": size, "params": run["params"], "runs": []})
         row["runs"].append(run)
-    ordered = sorted(rows.values(), key=lambda r: (_key(r["fixed"]), r["params"] or 0))
+    ordered = sorted(rows.values(), key=lambda r: ([_order(r["fixed"][k]) for k in others], r["params"] or 0))
     return axis, ordered
+
+
+def _order(value: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order, before anything else (in JSON text order)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, _key(value))
 
 
 def seed_stat(values: list[float], ses: list[float | None]) -> tuple[float, float]:

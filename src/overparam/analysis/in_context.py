@@ -122,8 +122,8 @@ def in_context_block(runs: list[dict[str, Any]], curves: list) -> dict[str, Any]
     return {"statistic": STATISTIC, "z": Z, "task": {k: task[k] for k in ("states", "alpha", "context")},
             "early_fraction": 0.1, "sizes": [_icl_row(row, axis, curves) for row in rows],
             "definitions": {
-                "icl_score": "mean loss over the late positions minus the loss at the early position (Olsson et al. "
-                             "2022); negative when later tokens are predicted better",
+                "icl_score": "mean loss over the late positions minus the mean loss over the early ones (Olsson et "
+                             "al. 2022); negative when later tokens are predicted better",
                 "bayes_gap": "model loss minus the Bayes-optimal posterior-mean predictor's, at the last position",
                 "phase_change": "first evaluated step where the ICL score has covered half of its drop from start "
                                 "to minimum, when the drop exceeds z times the score's noise",

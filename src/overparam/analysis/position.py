@@ -6,8 +6,8 @@ find larger models keep improving further into the context). Per size (mean over
 the run's fixed test windows (``train.lm_measures``):
 
 - ``loss_by_position`` and its standard error per position;
-- the **gain from distant context**, loss at an early position minus the mean loss over the last
-  tenth of the positions (``lm_measures.icl_positions``; the negative of Olsson et al.'s ICL
+- the **gain from distant context**, the mean loss over an early tenth of the positions minus the
+  mean loss over the last tenth (``lm_measures.icl_positions``; the negative of Olsson et al.'s ICL
   score), with its noise; stated as a gain only when it exceeds ``groups.Z`` times that noise.
 
 ``model.context`` can be an axis: each context is its own row. A model is evaluated only within
@@ -39,7 +39,8 @@ def _row(row: dict[str, Any], axis: str) -> dict[str, Any]:
     return {**plain_row(row, axis), "context": len(loss), "early": ms[0]["position_early"],
             "late": ms[0]["position_late"], "loss_by_position": loss,
             "loss_by_position_se": mean_lists([m["loss_by_position_se"] for m in ms]) if len(ms) == 1 else None,
-            "first_loss": loss[0], "early_loss": loss[ms[0]["position_early"]],
+            "first_loss": loss[0],
+            "early_loss": sum(loss[t] for t in ms[0]["position_early"]) / len(ms[0]["position_early"]),
             "late_loss": sum(loss[t] for t in ms[0]["position_late"]) / len(ms[0]["position_late"]),
             "context_gain": gain, "context_gain_noise": noise, "gains": exceeds(gain, noise) and gain > 0,
             "entropy_rate": ms[0].get("entropy_rate")}
@@ -54,5 +55,5 @@ def position_block(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     axis, rows = size_groups(done)
     return {"statistic": STATISTIC, "z": Z, "kind": done[0]["config"]["task"]["kind"],
             "sizes": [_row(row, axis) for row in rows], "extrapolation": dict(EXTRAPOLATION),
-            "definitions": {"context_gain": "loss at the early position minus the mean loss over the last tenth of "
-                                            "the positions; positive when distant context helps"}}
+            "definitions": {"context_gain": "mean loss over the early positions minus the mean loss over the late "
+                                            "ones (each a tenth of the context); positive when distant context helps"}}

@@ -36,10 +36,13 @@ def statistic_sentence(block: dict[str, Any]) -> str:
             f"times it.")
 
 
+def span(positions: list[int]) -> str:
+    """'position 3' or 'positions 3–5'."""
+    return f"positions {positions[0]}–{positions[-1]}" if len(positions) > 1 else f"position {positions[0]}"
+
+
 def _positions(row: dict[str, Any]) -> str:
-    late = row["late"]
-    span = f"{late[0]}–{late[-1]}" if len(late) > 1 else f"{late[0]}"
-    return f"loss at positions {span} minus loss at position {row['early']}"
+    return f"loss at {span(row['late'])} minus loss at {span(row['early'])}"
 
 
 def read_in_context(block: dict[str, Any]) -> list[str]:
@@ -121,10 +124,9 @@ def read_position(block: dict[str, Any]) -> list[str]:
     """Per size: the loss early and late in the context and what distant context is worth."""
     out = [statistic_sentence(block)]
     for row in block["sizes"]:
-        late = row["late"]
-        s = (f"{size_label(row)}, context {row['context']}: loss {fmt(row['first_loss'])} at position 0, "
-             f"{fmt(row['early_loss'])} at position {row['early']}, {fmt(row['late_loss'])} over positions "
-             f"{late[0]}–{late[-1]}")
+        where = size_label(row) + ("" if "model.context" in row["fixed"] else f", context {row['context']}")
+        s = (f"{where}: loss {fmt(row['first_loss'])} at position 0, {fmt(row['early_loss'])} over "
+             f"{span(row['early'])}, {fmt(row['late_loss'])} over {span(row['late'])}")
         if row["gains"]:
             s += f": distant context is worth {pm(row['context_gain'], row['context_gain_noise'])} nats per token."
         else:
@@ -162,12 +164,14 @@ def read_specialization(block: dict[str, Any]) -> list[str]:
         s = (lead + f"; the smallest specialist that matches it has {fmt_int(match['params'])} parameters "
              f"({pm(match['loss'], match['noise'])})")
         ratio = dom["param_ratio"]
-        if ratio > 1:
+        if match["size"] == big["size"] and block["axis"] != "params":
+            s += f": the same {block['axis']} ({match['size']})"
+        elif ratio > 1:
             s += f": {fmt(ratio)}× fewer parameters"
             if dom.get("flops_ratio"):
                 s += f" and {fmt(dom['flops_ratio'])}× less training compute"
         elif ratio == 1:
-            s += ": the same size"
+            s += ": as many parameters"
         else:
             s += ": more parameters than the generic model"
         out.append(s + ".")

@@ -11,6 +11,11 @@ windows per split (:func:`eval_offsets`): the split tiled by consecutive non-ove
 windows from its start, or, when that would exceed ``EVAL_TOKENS`` predicted tokens,
 ``EVAL_TOKENS // context`` windows evenly spaced over the whole split. The same windows are
 used at every evaluation of every run with that context, so curves and runs compare exactly.
+
+A task made of independent sequences (``icl-markov``, ``fewshot``) sets ``info["sequence_length"]``:
+its training and evaluation windows then start only at sequence starts (:func:`sequence_stride`).
+Each evaluation also records the task's own numbers (``train.lm_measures.curve_probe``: the ICL
+score and induction score of ``icl-markov``; nothing for other tasks).
 """
 
 from __future__ import annotations

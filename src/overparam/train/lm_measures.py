@@ -1,18 +1,21 @@
-"""What a language-model run measures beyond its mean loss, on the same fixed test windows.
+"""What a language-model run measures beyond its mean loss, on fixed test windows.
 
 Every number here comes from the per-token test losses ℓ[w, t] (window w, position t: the
 prediction of token t + 1 from the t + 1 tokens before it) on ``train.lm.eval_offsets``'s
-windows, so the mean over (w, t) is the run's ``test_loss``. Standard errors are over windows
-(for tasks of independent sequences, over sequences), which keeps the correlation between the
-positions of one window inside each term.
+windows, with up to ``MEASURE_TOKENS`` predicted tokens (4× the windows of ``test_loss``: a
+single position's loss is a mean over windows only, so it needs more of them); on a test split
+that ``test_loss``'s windows already cover, the mean over (w, t) is the run's ``test_loss``.
+Standard errors are over windows (for tasks of independent sequences, over sequences), which
+keeps the correlation between the positions of one window inside each term.
 
 - **loss by position** (every LM run): mean_w ℓ[w, t] and its standard error, per position;
   how much a model gains from distant context (Kaplan et al. 2020, Fig. 20; Olsson et al. 2022).
 - **ICL score** (Olsson et al. 2022, "In-context Learning and Induction Heads"): the loss late in
-  the context minus the loss early in it. Olsson et al. use tokens 500 and 50 of 512; here the
-  early position is ``round(T / 10)`` and "late" is the mean over the last tenth of the positions
-  (``icl_positions``), stated with every score. Negative: the model predicts better with more
-  context. Its standard error is that of the per-window difference.
+  the context minus the loss early in it. Olsson et al. use tokens 500 and 50 of 512; here both
+  are bands of a tenth of the T positions (``icl_positions``): "early" starts at ``round(T / 10)``,
+  "late" is the last tenth; a band, not one token, because a window's single-token losses vary by
+  nats (one token's loss on text has a standard deviation near 2 nats). Negative: the model
+  predicts better with more context. Its standard error is that of the per-window difference.
 - **gap to Bayes-optimal** (``icl-markov``): ℓ minus the posterior-mean predictor's loss at the
   last position, paired on the same sequences.
 - **prefix-matching score** (Olsson et al. 2022) per layer and head: on sequences made of one
@@ -25,9 +28,9 @@ positions of one window inside each term.
   first among the label tokens at the query (position 2k), against the true label.
 - **per-domain test loss** (``text`` with ``mix``): the mean loss on each domain's own test split.
 
-``curve_probe`` adds the ``icl-markov`` numbers to every evaluation of a run (so the phase change
-can be read over training); ``record_lm_measures`` adds the rest to a finished run's metrics, on
-every training path (loop or fused), from the run's own weights.
+``curve_probe`` adds the ``icl-markov`` numbers to every evaluation of a run, on ``test_loss``'s
+windows (so the phase change can be read over training); ``record_lm_measures`` adds the rest to
+a finished run's metrics, on every training path (loop or fused), from the run's own weights.
 """
 
 from __future__ import annotations
@@ -42,17 +45,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.data.base import TaskData
+from overparam.errors import OverparamError
 
+MEASURE_TOKENS = 4 * 32_768  # predicted tokens of the final measurements (4 × train.lm.EVAL_TOKENS)
 INDUCTION_SEQUENCES = 8  # repeated random sequences per prefix-matching measurement
 INDUCTION_SEED = 0
 
 
-def icl_positions(context: int) -> tuple[int, list[int]]:
-    """(early position, late positions) of the ICL score and of the gain from distant context:
-    ``round(T/10)`` (at least 1) and the last tenth of the T positions (at least the last one)."""
-    early = max(1, round(context / 10))
+def icl_positions(context: int) -> tuple[list[int], list[int]]:
+    """(early positions, late positions) of the ICL score and of the gain from distant context: a
+    tenth of the T positions (at least one) from ``round(T/10)`` (at least 1), and the last tenth."""
     band = max(1, context // 10)
-    return min(early, context - 1), list(range(context - band, context))
+    start = min(max(1, round(context / 10)), context - band)
+    return list(range(start, start + band)), list(range(context - band, context))
 
 
 @torch.no_grad()
@@ -92,7 +97,7 @@ def icl_numbers(losses: np.ndarray, bayes: np.ndarray | None = None) -> dict[str
     """ICL score (late − early) with its standard error and, given the Bayes predictor's losses on the
     same windows, the gap to it at the last position."""
     early, late = icl_positions(losses.shape[1])
-    diff = losses[:, late].mean(axis=1) - losses[:, early]  # (W,)
+    diff = losses[:, late].mean(axis=1) - losses[:, early].mean(axis=1)  # (W,)
     out: dict[str, Any] = {"icl_score": float(diff.mean()), "icl_score_se": float(_se(diff))}
     if bayes is not None:
         gap = losses[:, -1] - bayes[:, -1]
@@ -196,7 +201,7 @@ def domain_numbers(model: nn.Module, tokens_test: torch.Tensor, task: TaskData, 
         if domain["n_test"] < context + 1:
             loss[domain["name"]], se[domain["name"]] = None, None
             continue
-        offsets = eval_offsets(domain["n_test"], context) + domain["test_start"]
+        offsets = eval_offsets(domain["n_test"], context, MEASURE_TOKENS) + domain["test_start"]
         losses, _ = token_losses(model, tokens_test, offsets, context, task.vocab_size)
         per_window = losses.mean(axis=1)
         loss[domain["name"]], se[domain["name"]] = float(per_window.mean()), float(_se(per_window))
@@ -209,7 +214,7 @@ def lm_measures(model: nn.Module, task: TaskData, context: int, device: torch.de
 
     tokens = torch.as_tensor(task.tokens_test, dtype=torch.int64, device=device)
     stride = sequence_stride(task)
-    offsets = eval_offsets(len(tokens), context, stride=stride)
+    offsets = eval_offsets(len(tokens), context, MEASURE_TOKENS, stride=stride)
     info = task.info
     choices = None
     if info.get("name") == "fewshot":
@@ -217,7 +222,7 @@ def lm_measures(model: nn.Module, task: TaskData, context: int, device: torch.de
     losses, picks = token_losses(model, tokens, offsets, context, task.vocab_size, choices)
     early, late = icl_positions(context)
     out: dict[str, Any] = {**position_numbers(losses), "position_early": early, "position_late": late}
-    gain = losses[:, early] - losses[:, late].mean(axis=1)
+    gain = losses[:, early].mean(axis=1) - losses[:, late].mean(axis=1)
     out.update(context_gain=float(gain.mean()), context_gain_se=float(_se(gain)))
     if info.get("name") == "icl-markov":
         refs = _reference_rows(task, offsets, context)
@@ -262,5 +267,5 @@ def record_lm_measures(config: dict[str, Any], task: TaskData, result: Any, devi
         model.load_state_dict(result.state)
         model = model.to(device=device, dtype=run_dtype(config["train"]))
         result.metrics.update(lm_measures(model, task, int(config["model"]["context"]), device))
-    except (RuntimeError, ValueError, KeyError, TypeError, ArithmeticError, MemoryError) as exc:
+    except (OverparamError, RuntimeError, ValueError, KeyError, TypeError, ArithmeticError, MemoryError) as exc:
         result.metrics["measures_error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
