@@ -245,3 +245,5 @@ def test_markov_sweep_gets_a_position_block_and_no_in_context_one(tmp_path, caps
     assert "not supported" in sentences[-1] and "learned absolute position embeddings" in sentences[-1]
     for row, sentence in zip(block["sizes"], sentences[1:-1], strict=True):
         assert ("distant context is worth" in sentence) == row["gains"]
+        assert ("predicted worse than early ones" in sentence) == row["loses"]
+        assert not (row["gains"] and row["loses"])

@@ -122,8 +122,10 @@ def test_specialization_pairs_sizes_and_finds_the_smallest_matching_specialist()
     # d 16's 1.7 is 0.01 worse than the largest generic's 1.69: within 2 × √2 × 0.01, so it matches
     assert dom["smallest_matching_specialist"]["params"] == 1600 and dom["param_ratio"] == pytest.approx(2.0)
     sentences = read_specialization(block)
-    assert any("the smallest specialist that matches it has 1,600 parameters" in s and "2× fewer parameters" in s
-               for s in sentences)
+    assert any("matches it (not worse beyond noise) has 1,600 parameters: 1.7 ± 0.01, a difference of 0.01 ± "
+               "0.0141: 2× fewer parameters" in s for s in sentences)
+    matching = dom["smallest_matching_specialist"]
+    assert matching["noise"] == 0.01 and matching["versus_largest"]["difference"] == pytest.approx(0.01)
     from tests.test_in_context_sweep import assert_quotes_only_block_numbers
 
     assert_quotes_only_block_numbers(sentences, block)

@@ -42,5 +42,6 @@ def after_sweep(directory: Path, quick: bool) -> dict[str, Any]:
     if not block:
         return {"headline": ["In-context learning: no finished runs."]}
     largest = max(block["sizes"], key=lambda r: r["params"])
-    lines = [s for s in read_in_context({**block, "sizes": [largest]})[1:]]
-    return {"headline": [f"In-context learning (each sequence its own Markov chain): {lines[0]}"] + lines[2:3]}
+    lines = read_in_context({**block, "sizes": [largest]})[1:]  # ICL score and gap, phase change, induction heads
+    return {"headline": [" ".join([f"In-context learning (each sequence its own Markov chain): {lines[0]}",
+                                   *lines[2:3]])]}

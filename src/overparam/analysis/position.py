@@ -1,14 +1,16 @@
 """Long context: test loss by position within the context, per size, for ``text`` and ``markov`` sweeps.
 
 Position t of a window predicts token t + 1 from the t + 1 tokens before it, so the curve says
-how much each extra token of context is worth to a model (Kaplan et al. 2020, §3.3 and Fig. 20,
-find larger models keep improving further into the context). Per size (mean over seeds), on
+how much each extra token of context is worth to a model (Kaplan et al. 2020 read the loss per
+token position and find larger models keep improving further into the context). Per size (mean over seeds), on
 the run's fixed test windows (``train.lm_measures``):
 
 - ``loss_by_position`` and its standard error per position;
 - the **gain from distant context**, the mean loss over an early tenth of the positions minus the
   mean loss over the last tenth (``lm_measures.icl_positions``; the negative of Olsson et al.'s ICL
-  score), with its noise; stated as a gain only when it exceeds ``groups.Z`` times that noise.
+  score), with its noise. A gain, or a loss (late positions predicted *worse* than early ones, as
+  an undertrained model whose attention spreads over more tokens can), is stated only when it
+  exceeds ``groups.Z`` times that noise.
 
 ``model.context`` can be an axis: each context is its own row. A model is evaluated only within
 the context it was trained at: ``gpt`` learns one position embedding per position up to
@@ -42,7 +44,8 @@ def _row(row: dict[str, Any], axis: str) -> dict[str, Any]:
             "first_loss": loss[0],
             "early_loss": sum(loss[t] for t in ms[0]["position_early"]) / len(ms[0]["position_early"]),
             "late_loss": sum(loss[t] for t in ms[0]["position_late"]) / len(ms[0]["position_late"]),
-            "context_gain": gain, "context_gain_noise": noise, "gains": exceeds(gain, noise) and gain > 0,
+            "context_gain": gain, "context_gain_noise": noise, "context_gain_margin": abs(gain),
+            "gains": exceeds(gain, noise) and gain > 0, "loses": exceeds(gain, noise) and gain < 0,
             "entropy_rate": ms[0].get("entropy_rate")}
 
 

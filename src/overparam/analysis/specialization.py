@@ -104,7 +104,7 @@ def _domain_reading(rows: list[dict[str, Any]], domain: str) -> dict[str, Any] |
     for spec in sorted(specialists, key=lambda a: a["params"]):
         verdict = _compare(spec, largest)
         if not verdict["generic_better"]:
-            matching = {**spec, **verdict}
+            matching = {**spec, "versus_largest": verdict}
             break
     out = {"domain": domain, "pairs": sorted(pairs, key=lambda p: p["params"]), "largest_generic": largest,
            "smallest_matching_specialist": matching, "param_ratio": None, "flops_ratio": None}

@@ -129,6 +129,9 @@ def read_position(block: dict[str, Any]) -> list[str]:
              f"{span(row['early'])}, {fmt(row['late_loss'])} over {span(row['late'])}")
         if row["gains"]:
             s += f": distant context is worth {pm(row['context_gain'], row['context_gain_noise'])} nats per token."
+        elif row["loses"]:
+            s += (f": late positions are predicted worse than early ones, by {fmt(row['context_gain_margin'])} ± "
+                  f"{fmt(row['context_gain_noise'])} nats per token.")
         else:
             s += f": no gain from distant context beyond noise ({pm(row['context_gain'], row['context_gain_noise'])})."
         out.append(s)
@@ -161,8 +164,10 @@ def read_specialization(block: dict[str, Any]) -> list[str]:
         if match is None:
             out.append(lead + "; no specialist in the sweep matches it.")
             continue
-        s = (lead + f"; the smallest specialist that matches it has {fmt_int(match['params'])} parameters "
-             f"({pm(match['loss'], match['noise'])})")
+        vs = match["versus_largest"]
+        s = (lead + f"; the smallest specialist that matches it (not worse beyond noise) has "
+             f"{fmt_int(match['params'])} parameters: {pm(match['loss'], match['noise'])}, a difference of "
+             f"{pm(vs['difference'], vs['noise'])}")
         ratio = dom["param_ratio"]
         if match["size"] == big["size"] and block["axis"] != "params":
             s += f": the same {block['axis']} ({match['size']})"

@@ -9,7 +9,7 @@ Standard errors are over windows (for tasks of independent sequences, over seque
 keeps the correlation between the positions of one window inside each term.
 
 - **loss by position** (every LM run): mean_w ℓ[w, t] and its standard error, per position;
-  how much a model gains from distant context (Kaplan et al. 2020, Fig. 20; Olsson et al. 2022).
+  how much a model gains from distant context (Kaplan et al. 2020; Olsson et al. 2022).
 - **ICL score** (Olsson et al. 2022, "In-context Learning and Induction Heads"): the loss late in
   the context minus the loss early in it. Olsson et al. use tokens 500 and 50 of 512; here both
   are bands of a tenth of the T positions (``icl_positions``): "early" starts at ``round(T / 10)``,
