@@ -120,7 +120,7 @@ def in_context_block(runs: list[dict[str, Any]], curves: list) -> dict[str, Any]
     axis, rows = size_groups(done)
     task = done[0]["config"]["task"]
     return {"statistic": STATISTIC, "z": Z, "task": {k: task[k] for k in ("states", "alpha", "context")},
-            "early_fraction": 0.1, "sizes": [_icl_row(row, axis, curves) for row in rows],
+            "sizes": [_icl_row(row, axis, curves) for row in rows],
             "definitions": {
                 "icl_score": "mean loss over the late positions minus the mean loss over the early ones (Olsson et "
                              "al. 2022); negative when later tokens are predicted better",

@@ -100,6 +100,19 @@ def over_training_figure(block: dict[str, Any]) -> bytes:
     return plots.to_png(fig)
 
 
+def _step(step: int | None) -> str:
+    return "–" if step is None else f"{step:,}"
+
+
+def _icl_table_row(row: dict[str, Any]) -> list[str]:
+    ind = row.get("induction")
+    best = ind["top_heads"][0] if ind else None
+    return [_label(row), f"{row['params']:,}", R.pm(row["icl_score"], row["icl_score_noise"]),
+            R.pm(row["bayes_gap"], row["bayes_gap_noise"]), _step(row["phase_change"]["step"]),
+            _step(ind["formation"]["step"]) if ind else "–",
+            f"layer {best['layer']} head {best['head']}: {R.fmt(best['score'])}" if best else "–"]
+
+
 def in_context_section(ctx: SweepContext) -> Section | None:
     block = _blocks(ctx).get("in_context")
     if not block:
@@ -114,12 +127,7 @@ def in_context_section(ctx: SweepContext) -> Section | None:
                                 "largest prefix-matching score of any head; dotted lines: induction heads form."))
     section.tables.append(_table(
         ["size", "params", "ICL score", "gap to Bayes (last position)", "phase change step", "induction heads form",
-         "best head"],
-        [[_label(r), f"{r['params']:,}", R.pm(r["icl_score"], r["icl_score_noise"]),
-          R.pm(r["bayes_gap"], r["bayes_gap_noise"]), str(r["phase_change"]["step"] or "–"),
-          str((r.get("induction") or {}).get("formation", {}).get("step") or "–"),
-          (lambda t: f"L{t['layer']}H{t['head']} {R.fmt(t['score'])}")(r["induction"]["top_heads"][0])
-          if r.get("induction") else "–"] for r in block["sizes"]]))
+         "best head"], [_icl_table_row(r) for r in block["sizes"]]))
     section.summary = {"sentences": section.sentences, "sizes": [
         {k: r[k] for k in ("size", "params", "icl_score", "icl_score_noise", "bayes_gap", "bayes_gap_noise")}
         | {"phase_change_step": r["phase_change"]["step"],
