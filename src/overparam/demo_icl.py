@@ -6,7 +6,9 @@ same sequences and marks when the ICL score drops and when an induction head for
 (``analysis/in_context.py``). The full part is ``examples/icl-markov.yaml``.
 
 Runtime, measured on 2 CPU cores shared with other jobs (one torch thread): full, 3 runs of
-1,200 steps, 57 s of CPU; quick, 2 runs of 400 steps, see ``demo_icl_seconds`` in the docs.
+1,200 steps, 57–100 s of CPU (the example spec); quick, 2 runs of 400 steps, 18 s of CPU for the
+part alone in a fresh process (imports and its report included), 11 s of wall time inside
+``overparam demo --quick``, whose lm-scaling part took 29 s of CPU alone the same way.
 """
 
 from __future__ import annotations
