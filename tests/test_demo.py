@@ -59,7 +59,7 @@ def test_the_top_and_the_sections_are_one_computation(demo):
 def test_every_reading_quotes_its_json(demo, capsys):
     """Done when: every section of the demo's report rendered, each number quoted equals its JSON's."""
     page = (demo / "report.html").read_text()
-    assert page.count('class="setup"') == 3
+    assert page.count('class="setup"') == 4  # random features, trained MLP, LM scaling, in-context
     assert_claims_hold(demo, capsys)
     assert_comparisons_recorded(demo)
     found = assert_page_numbers_hold(demo)
@@ -84,3 +84,16 @@ def test_mlp_part_reads_the_landscape(demo):
     assert section["landscape_json"] == "fresh" and section["sentences"] == doc["sentences"]
     assert [p["barrier"] for p in section["paths"]] == [p["barrier"] for p in doc["paths"]]
     assert len(doc["paths"]) == len(section["sizes"]) >= 2  # one run per width
+
+
+def test_in_context_part_reads_its_block(demo):
+    """The demo's icl-markov part: its report section and headline quote the in-context block."""
+    from overparam.analysis.in_context import blocks
+
+    summary = json.loads((demo / "summary.json").read_text())
+    section = summary["parts"]["in-context"]["in-context_learning"]
+    block = blocks(demo / "in-context")["in_context"]
+    assert [s["params"] for s in section["sizes"]] == [r["params"] for r in block["sizes"]]
+    assert [s["icl_score"] for s in section["sizes"]] == [r["icl_score"] for r in block["sizes"]]
+    lines = [s for s in summary["headline"] if s.startswith("In-context learning")]
+    assert len(lines) == 1 and section["sentences"][-3] in lines[0]  # the largest size's ICL sentence

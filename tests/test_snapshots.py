@@ -31,6 +31,7 @@ from overparam.sweep.work import execute_group
 from overparam.train.fused import train_group
 from overparam.train.fused_cnn import train_cnn_group
 from overparam.train.fused_gpt import train_gpt_group
+from overparam.train.lm_measures import record_lm_measures
 from overparam.train.run import train_run
 from overparam.train.snapshot import Snapshots, TrainingState
 
@@ -226,6 +227,8 @@ def test_a_sweeps_fused_conv_and_gpt_groups_resume_from_their_snapshot(tmp_path,
     configs = [r.config for r in runs]
     task = task or load_task(configs[0]["task"])
     want = train(configs, task, CPU)
+    for config, w in zip(configs, want, strict=True):  # what the worker adds after training (a language model's)
+        record_lm_measures(config, task, w, CPU)
     policy = SnapshotPolicy(str(tmp_path), every_steps=4)
     with pytest.raises(Stop):
         train(configs, task, CPU, snapshots=stopping(policy.for_runs(runs, CPU)))

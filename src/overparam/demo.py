@@ -6,6 +6,7 @@ Parts (each a normal sweep directory under DIR that every command accepts):
    features on scikit-learn's digits, min-norm least squares in float64 (closed form).
 2. ``trained-mlp``: a one-hidden-layer MLP trained with Adam on digits with 20 % label noise.
 3. ``lm-scaling``: small GPTs on the embedded CPython documentation corpus (when available).
+4. ``in-context``: small GPTs on ``icl-markov``, against the Bayes-optimal predictor (``demo_icl``).
 
 Then the report (DIR/report.html, DIR/summary.json): at its top each part's answer and shape, read by
 the same code, from the same analysis, as its sections (``overparam.report.lead``), then the lines a
@@ -71,6 +72,12 @@ def _lm_spec(quick: bool) -> dict[str, Any] | None:
     return lm_scaling_spec(quick)
 
 
+def _icl_spec(quick: bool) -> dict[str, Any]:
+    from overparam.demo_icl import icl_spec
+
+    return icl_spec(quick)
+
+
 PARTS: list[tuple[str, Callable[[bool], dict[str, Any] | None], str]] = [
     ("random-features", rff_spec,
      "Model-wise double descent, the cleanest case: random Fourier features of scikit-learn's digits and a "
@@ -82,6 +89,9 @@ PARTS: list[tuple[str, Callable[[bool], dict[str, Any] | None], str]] = [
     ("lm-scaling", _lm_spec,
      "Language models on the CPython documentation text: how loss falls with parameters and tokens, and "
      "the scaling law fitted to it."),
+    ("in-context", _icl_spec,
+     "In-context learning with an exact optimum: every sequence draws its own Markov chain, so only reading "
+     "the sequence helps; each size against the Bayes-optimal predictor, and when induction heads form."),
 ]
 
 
@@ -123,7 +133,7 @@ def _after_part(name: str, directory: Path, quick: bool) -> dict[str, Any]:
     """Analyses that follow a part's sweep (scaling fit, compression, landscape), stored beside it."""
     import importlib
 
-    hooks = {"lm-scaling": ("overparam.demo_lm:after_sweep",),
+    hooks = {"lm-scaling": ("overparam.demo_lm:after_sweep",), "in-context": ("overparam.demo_icl:after_sweep",),
              "trained-mlp": ("overparam.demo:compress_widest", "overparam.demo:landscape_by_width")}
     merged: dict[str, Any] = {}
     for target in hooks.get(name, ()):

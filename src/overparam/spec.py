@@ -90,6 +90,9 @@ def _check_consistency(cfg: dict[str, Any]) -> None:
     check_recipe = getattr(family_module(family), "check_recipe", None)  # e.g. train.dropout needs a user
     if check_recipe is not None:  # factory that takes it
         check_recipe(train)
+    validate_run = getattr(task_module(cfg["task"]["kind"]), "validate_run", None)  # a task's limits on the model
+    if validate_run is not None:
+        validate_run(cfg)
     if train["optimizer"] in recipe.CLOSED_FORM and not family_module(family).LINEAR_IN_PARAMS:
         raise SpecError(f"train.optimizer: {train['optimizer']} is closed form and needs a model linear in "
                         f"its parameters (linear, rff), not {family!r}")

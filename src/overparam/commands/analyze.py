@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if curves["step"].nunique() >= 3:  # curves over training time: epoch-wise double descent too
         epochwise = epochwise_peaks((runs, curves))
         doc["epochwise"] = {k: v for k, v in epochwise.items() if k != "runs"}
+    from overparam.analysis.in_context import blocks
+
+    measured = blocks(args.dir)  # in_context, few_shot, position, specialization: only the ones this sweep has
+    doc.update(measured)
     if args.json:
         print_json(doc)
         return 0
@@ -66,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"curve over {curve['axis']}" + (f" ({fixed})" if fixed else "") + ":")
         for sentence in read_curve(curve, family):
             print(f"  {sentence}")
+    from overparam.report.in_context_reading import print_blocks
+
+    print_blocks(measured)
     if "epochwise" in doc:
         ew = doc["epochwise"]
         print(f"epoch-wise: {ew['n_with_second_descent']} of {len(ew['sizes'])} sizes show a second descent "

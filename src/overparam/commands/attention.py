@@ -9,6 +9,7 @@ from pathlib import Path
 EXAMPLE = """examples:
   overparam attention runs/lm --run 13692b --text "def f(x):\\n    return x"
   overparam attention runs/lm --run 1369 --out /tmp/attn.html --json
+  overparam attention runs/icl --run 1369 --heads induction --top 3
   overparam attention --hf all-minilm-l6-v2 --text "The cat sat on the mat." --out /tmp/minilm.html
 
 Writes a self-contained page (no network; open it offline) and FILE-layer<i>.png heatmaps beside it
@@ -30,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="FILE", help="the HTML page to write (PNGs go beside it)")
     p.add_argument("--no-ablation", action="store_true", help="skip head importance (gpt runs)")
     p.add_argument("--json", action="store_true", help="print the head statistics as one JSON document")
+    p.add_argument("--heads", choices=("all", "induction"), default="all",
+                   help="induction: only rank the run's heads by prefix-matching score (no page)")
+    p.add_argument("--top", type=int, default=5, help="with --heads induction: how many heads to list")
     p.set_defaults(func=run)
 
 
@@ -59,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from overparam.cli import print_json
     from overparam.interpret.attention import write_view
 
+    if args.heads == "induction":
+        return _induction(args)
     view, out = _view(args)
     page, figures = write_view(view, out)
     if args.json:
@@ -92,3 +98,19 @@ def table(heads: list[dict]) -> str:
                      else f"{h[c]:.3f}" for c in cols])
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def _induction(args: argparse.Namespace) -> int:
+    """``--heads induction``: the run's heads ranked by prefix-matching score (``interpret.induction``)."""
+    from overparam.cli import print_json
+    from overparam.errors import OverparamError
+    from overparam.interpret.induction import induction_heads, table
+
+    if args.hf or not args.dir or not args.run:
+        raise OverparamError("--heads induction: give DIR --run ID (a gpt run)")
+    doc = induction_heads(args.dir, args.run, args.top)
+    if args.json:
+        print_json(doc)
+    else:
+        print(table(doc))
+    return 0

@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     # the user's own data: a file or folder on this machine
     "table": "overparam.data.table", "arrays": "overparam.data.arrays",
     "images": "overparam.data.image_folder", "hf": "overparam.data.hf",
+    "icl-markov": "overparam.data.icl_markov", "fewshot": "overparam.data.fewshot",  # in-context tasks
 }
 LANGUAGE_KINDS = ("text", "markov", "icl-markov", "fewshot")  # language-model tasks; ``hf`` too with a text_column
 

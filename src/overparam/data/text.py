@@ -67,7 +67,17 @@ OPTIONS: dict[str, Option] = {
                          check=positive, nullable=True),
     "test_size": Option(int, None, "validation tokens used, a prefix of the split (null: all)",
                         check=at_most(1_000_000_000), nullable=True),
+    "mix": Option(list, None, "domains [{path, weight, name}] mixed by weight, each with its own test split "
+                  "(path: a file or folder, embedded:docs or embedded:stdlib); see data/text_mix.py",
+                  nullable=True, check=lambda v: _text_mix().check_mix(v),
+                  normalize=lambda v: _text_mix().normalize_mix(v)),
 }
+
+
+def _text_mix():
+    from overparam.data import text_mix
+
+    return text_mix
 
 
 @functools.lru_cache(maxsize=1)
@@ -161,6 +171,8 @@ def decode(tokens: Any, info: dict[str, Any]) -> str:
 
 def load(opts: dict[str, Any]) -> TaskData:
     """Read, tokenize and split the corpus (see the module docstring for sizes)."""
+    if opts.get("mix"):  # several domains, each with its own test split
+        return _text_mix().load_mix(opts)
     text, source = read_corpus(opts["path"])
     return lm_task(text, source, opts)
 

@@ -282,3 +282,18 @@ def implicit_section(ctx: SweepContext) -> Section | None:
 
 
 BUILDERS.insert(BUILDERS.index(regularization_section) + 1, implicit_section)  # beside explicit regularization
+
+
+def _in_context_builder(name: str) -> Callable[[SweepContext], Section | None]:
+    """A lazy builder of ``in_context_section.<name>`` (in-context, few-shot, position, specialization)."""
+    def build(ctx: SweepContext) -> Section | None:
+        from overparam.report import in_context_section
+
+        return getattr(in_context_section, name)(ctx)
+
+    build.__name__ = name
+    return build
+
+
+BUILDERS[-1:-1] = [_in_context_builder(n) for n in ("in_context_section", "few_shot_section", "position_section",
+                                                    "specialization_section")]  # the runs table stays last

@@ -97,9 +97,11 @@ def _note_resumed(results: list[TrainResult], snap: Snapshots | None) -> None:
 def _with_diagnostics(outcomes: list[Outcome], task: TaskData, device: torch.device) -> list[Outcome]:
     """The final ``train.diagnostics`` of each finished run, whichever path trained it (their time counts)."""
     from overparam.train.diagnostics import record_final
+    from overparam.train.lm_measures import record_lm_measures
 
     for outcome in outcomes:
         start = time.perf_counter()
         record_final(outcome.run.config, task, outcome.result, device)
+        record_lm_measures(outcome.run.config, task, outcome.result, device)  # loss by position, ICL, domains
         outcome.seconds += time.perf_counter() - start
     return outcomes

@@ -238,7 +238,10 @@ def train_gpt_group(configs: list[dict[str, Any]], task: TaskData, device: torch
 
     tokens_train = torch.as_tensor(task.tokens_train, dtype=torch.int64, device=device)
     tokens_test = torch.as_tensor(task.tokens_test, dtype=torch.int64, device=device)
-    eval_train, eval_test = lm.eval_offsets(len(tokens_train), context), lm.eval_offsets(len(tokens_test), context)
+    stride = lm.sequence_stride(task)  # tasks of independent sequences: windows start at sequence starts
+    eval_train = lm.eval_offsets(len(tokens_train), context, stride=stride)
+    eval_test = lm.eval_offsets(len(tokens_test), context, stride=stride)
+    probe = lm.curve_probe(task, context, tokens_test, eval_test)
     steps, batch = train0["steps"], train0["batch_size"]
     checkpoints = set(eval_steps(steps, train0["eval_every"], train0["eval_log_points"]))
     curves: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in slots]
@@ -257,7 +260,7 @@ def train_gpt_group(configs: list[dict[str, Any]], task: TaskData, device: torch
                 curves[slot].append((step, {
                     "train_loss": lm.mean_loss(module, tokens_train, eval_train, context, task.vocab_size),
                     "test_loss": lm.mean_loss(module, tokens_test, eval_test, context, task.vocab_size),
-                    "train_error": None, "test_error": None, "tokens": step * batch * context}))
+                    "train_error": None, "test_error": None, "tokens": step * batch * context, **probe(module)}))
 
     if 0 in checkpoints:
         record(0)
@@ -265,7 +268,7 @@ def train_gpt_group(configs: list[dict[str, Any]], task: TaskData, device: torch
     state = fused_state(step_fn)
     start, curves = snap.resume(state, curves)  # the last snapshot's step and curves (0 and [] without one)
     opt.step_count = step = start
-    streams = [lm.window_offsets(len(tokens_train), context, batch, steps, s) for s in seeds]
+    streams = [lm.window_offsets(len(tokens_train), context, batch, steps, s, stride) for s in seeds]
     for step, offsets in enumerate(islice(zip(*streams), start, None), start=start + 1):
         x, y = lm.windows(tokens_train, torch.cat(offsets), context)  # (S·B, T) each
         lrs = [lr_at(step - 1, t) for t in trains]

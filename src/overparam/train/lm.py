@@ -11,6 +11,11 @@ windows per split (:func:`eval_offsets`): the split tiled by consecutive non-ove
 windows from its start, or, when that would exceed ``EVAL_TOKENS`` predicted tokens,
 ``EVAL_TOKENS // context`` windows evenly spaced over the whole split. The same windows are
 used at every evaluation of every run with that context, so curves and runs compare exactly.
+
+A task made of independent sequences (``icl-markov``, ``fewshot``) sets ``info["sequence_length"]``:
+its training and evaluation windows then start only at sequence starts (:func:`sequence_stride`).
+Each evaluation also records the task's own numbers (``train.lm_measures.curve_probe``: the ICL
+score and induction score of ``icl-markov``; nothing for other tasks).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from overparam.errors import DataError, SpecError
 from overparam.models.base import generator
 from overparam.train.batches import eval_steps
 from overparam.train.health import clip_and_check, diverged, flag
+from overparam.train.lm_measures import curve_probe
 from overparam.train.optim import build_optimizer, lr_at
 from overparam.train.precision import autocast_region, run_autocast
 from overparam.train.result import TrainResult
@@ -54,21 +60,38 @@ def default_lr(d_model: int) -> float:
     return min(1e-2, 2e-3 * 128 / d_model)
 
 
+def sequence_stride(task: TaskData) -> int:
+    """Tokens per independent sequence of a task made of sequences (``info["sequence_length"]``:
+    ``icl-markov``, ``fewshot``), whose windows start only at sequence starts; 1 for a stream."""
+    return int(task.info.get("sequence_length") or 1)
+
+
 def window_offsets(n_tokens: int, context: int, batch_size: int, steps: int,
-                   seed: int) -> Iterator[torch.Tensor]:
+                   seed: int, stride: int = 1) -> Iterator[torch.Tensor]:
     """``steps`` int64 tensors of ``batch_size`` window starts, uniform in [0, n_tokens − context − 1].
 
     Drawn from ``generator(seed, "batches")``; window ``o`` is ``tokens[o : o + context + 1]``.
+    ``stride`` > 1 (a task of sequences of that many tokens): starts uniform over the sequence starts.
     """
     if n_tokens < context + 1:
         raise ValueError(f"{n_tokens} tokens cannot hold a window of {context + 1}")
     gen = generator(seed, "batches")
     for _ in range(steps):
-        yield torch.randint(0, n_tokens - context, (batch_size,), generator=gen)
+        if stride > 1:
+            yield torch.randint(0, n_tokens // stride, (batch_size,), generator=gen) * stride
+        else:
+            yield torch.randint(0, n_tokens - context, (batch_size,), generator=gen)
 
 
-def eval_offsets(n_tokens: int, context: int, max_tokens: int = EVAL_TOKENS) -> torch.Tensor:
-    """The fixed evaluation windows of a split (see the module docstring)."""
+def eval_offsets(n_tokens: int, context: int, max_tokens: int = EVAL_TOKENS, stride: int = 1) -> torch.Tensor:
+    """The fixed evaluation windows of a split (see the module docstring); with ``stride`` > 1, the
+    starts of the split's sequences (all, or ``max_tokens // context`` of them evenly spaced)."""
+    if stride > 1:
+        n_seq = n_tokens // stride
+        keep = max(1, min(n_seq, max_tokens // context))
+        if keep == n_seq:
+            return torch.arange(n_seq, dtype=torch.int64) * stride
+        return torch.linspace(0, n_seq - 1, keep, dtype=torch.float64).round().to(torch.int64) * stride
     fit = (n_tokens - 1) // context  # non-overlapping windows of context + 1 tokens, sharing ends
     keep = max(1, min(fit, max_tokens // context))
     if keep == fit:
@@ -131,8 +154,10 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
     _check_lengths(task, context)
     tokens_train = torch.as_tensor(task.tokens_train, dtype=torch.int64, device=device)
     tokens_test = torch.as_tensor(task.tokens_test, dtype=torch.int64, device=device)
-    eval_train = eval_offsets(len(tokens_train), context)
-    eval_test = eval_offsets(len(tokens_test), context)
+    stride = sequence_stride(task)
+    eval_train = eval_offsets(len(tokens_train), context, stride=stride)
+    eval_test = eval_offsets(len(tokens_test), context, stride=stride)
+    probe = curve_probe(task, context, tokens_test, eval_test)  # a task's own numbers at each evaluation
     model = model.to(device=device, dtype=dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(params, train)
@@ -142,7 +167,7 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
     def evaluate(step: int) -> dict[str, Any]:
         return {"train_loss": mean_loss(model, tokens_train, eval_train, context, task.vocab_size),
                 "test_loss": mean_loss(model, tokens_test, eval_test, context, task.vocab_size),
-                "train_error": None, "test_error": None, "tokens": step * batch * context}
+                "train_error": None, "test_error": None, "tokens": step * batch * context, **probe(model)}
 
     curve: list[tuple[int, dict[str, Any]]] = []
     if 0 in checkpoints:
@@ -154,7 +179,7 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
     state = model_state(model, opt, device)
     start, curve = snap.resume(state, curve)  # the last snapshot's step and curve (0 and [] without one)
     step = start
-    batches = islice(window_offsets(len(tokens_train), context, batch, steps, seed), start, None)
+    batches = islice(window_offsets(len(tokens_train), context, batch, steps, seed, stride), start, None)
     for step, offsets in enumerate(batches, start=start + 1):
         for group in opt.param_groups:
             group["lr"] = lr_at(step - 1, train)
