@@ -43,13 +43,16 @@ def _changed(family: str, recorded: dict[str, Any], now: dict[str, Any], what: s
 
 
 def check_and_record(store: Any, family: str) -> None:
-    """At the start of a sweep: refuse a changed model file (resume), else record it (meta ``model_sources``)."""
+    """At the start of a sweep: refuse a changed model file once runs were trained from the recorded one
+    (resume), else record it (meta ``model_sources``): a store whose runs all failed or wait holds no
+    result of the old file, so fixing the file and rerunning is what the user should do."""
     now = source_of(family)
     if now is None:
         return
     sources = dict(store.meta(META_KEY) or {})
     recorded = sources.get(family)
-    if recorded and recorded.get("sha256") and recorded.get("sha256") != now["sha256"]:
+    trained = any(r["status"] in ("done", "diverged") for r in store.runs())  # results exist from the old file
+    if trained and recorded and recorded.get("sha256") and recorded.get("sha256") != now["sha256"]:
         raise _changed(family, recorded, now, f"this sweep trained runs from it in {store.dir}",
                        "use a new --out or revert the file")
     sources[family] = now
