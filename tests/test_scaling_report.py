@@ -150,7 +150,8 @@ def test_markov_compares_fitted_E_with_the_exact_entropy_rate(tmp_path):
 def test_too_few_budgets_fall_back_to_a_power_law_in_N(tmp_path):
     doc = analyze_scaling_sweep(write_sweep(tmp_path / "narrow", widths=[16, 32, 64, 128], steps=[100, 316]),
                                 bootstrap=50)
-    assert doc["law"] == "power-params" and "2 token budget(s)" in doc["fallback"]["reason"]
+    assert doc["law"] == "power-params" and "3 token budgets" in doc["fallback"]["reason"]
+    assert "× 2 token budgets (100k–316k tokens): the joint law needs at least 3" in doc["sentences"][0]
     assert doc["fallback"]["tokens"] == 316_000 and doc["frontier"] is None
     assert doc["backtest"]["n_train"] == 3 and doc["backtest"]["n_test"] == 1
     assert doc["sentences"][0].startswith("No joint law L(N, D) from 8 runs")

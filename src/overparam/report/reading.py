@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from overparam.analysis.noise import CLEAR, CLEAR_TAIL, WEAK, WEAK_TAIL
-from overparam.report.claims import Sentence, fmt_int, fmt_num, texts
+from overparam.report.claims import Sentence, fmt_int, fmt_num, fmt_settings, texts
 
 __all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text"]
 
@@ -180,9 +180,17 @@ def peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
 
 
 def no_peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
+    """No size from the best under-parameterized one to the first past the threshold rises above it: each
+    of their values is recorded against it (the window the analysis reads a peak in)."""
     s = Sentence()
     metric = curve["metric"].replace("_", " ")
     under = _value(curve, "best_under")
+    sizes = [p["size"] for p in curve["points"]]
+    if curve.get("best_under_size") in sizes and curve.get("threshold_size") in sizes:
+        u, t = sizes.index(curve["best_under_size"]), sizes.index(curve["threshold_size"])
+        for point in curve["points"][u:min(t + 1, len(sizes) - 1) + 1]:
+            if point.get(curve["metric"]) is not None:
+                s.states(point[curve["metric"]], "<=", under)
     return s.claim(f"No peak: {metric} does not rise above the best under-parameterized model, "
                    f"{s.num(under)} at {_at(s, curve, 'best_under', family)}, on the way to the first size past "
                    f"the threshold.")
@@ -274,7 +282,7 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
 
 def _fixed_prefix(answer: dict[str, Any]) -> str:
     if answer.get("n_curves", 1) > 1 and answer.get("fixed"):
-        return "With " + ", ".join(f"{k} = {v}" for k, v in answer["fixed"].items()) + ", this"
+        return "With " + fmt_settings(answer["fixed"]) + ", this"
     return "This"
 
 

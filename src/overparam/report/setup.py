@@ -19,6 +19,7 @@ from overparam.report.claims import Sentence
 
 CLOSED_FORM = ("min_norm", "ridge")
 OWN_DATA = ("table", "arrays", "images", "hf")  # task kinds that read the user's file or folder
+SEQUENCE_TASKS = ("icl-markov", "fewshot")  # train_size / test_size count sequences, each its own task
 
 
 def _values(runs: pd.DataFrame, col: str) -> list[float]:
@@ -81,7 +82,7 @@ def setup_claim(setup: dict[str, Any]) -> dict[str, Any]:
     s = Sentence()
     head = [str(setup["task"] or "task") + (f" ({setup['task_file']})" if setup.get("task_file") else "")]
     n_train, n_test = setup["n_train"], setup["n_test"]
-    unit = "tokens" if setup["language"] else "examples"
+    unit = "sequences" if setup["task"] in SEQUENCE_TASKS else "tokens" if setup["language"] else "examples"
     if n_train and n_test:
         head.append(f"{_range(s, n_train)} training and {_range(s, n_test)} test {unit}")
     elif n_train:
