@@ -82,7 +82,7 @@ def read_scaling_claims(doc: dict[str, Any], short: bool = False) -> list[dict[s
         return out
     out.extend(Sentence().claim(note[0].upper() + note[1:] + ".") for note in doc["notes"])
     fit = doc.get("fit")
-    if fit:
+    if fit and not fit.get("exact"):  # an exact fit misses nothing, and says nothing by it
         say = Sentence()
         out.append(say.claim(f"The fit misses its own points by {say.pct(fit['in_sample_mean_abs_rel_error'], 2)} "
                              f"on average (at most {say.pct(fit['in_sample_max_abs_rel_error'], 2)})."))
@@ -138,11 +138,13 @@ def _law_claim(doc: dict[str, Any]) -> dict[str, Any]:
     fb = doc.get("fallback") or {}
     if doc.get("law") == "power-params":
         p, ci = fit["params"], fit["ci"]
+        intervals = (f"; {_level(say, doc)} intervals ({say.int(fit['bootstrap'])} resamples): "
+                     f"α{_ci(say, ci, 'alpha')}, E{_ci(say, ci, 'E')}" if not fit.get("exact") else
+                     ", through every point: no interval")
         return say.claim(
             f"No joint law L(N, D) from {_what(say, doc)}: {fb['reason']}. Fitted instead L(N) = "
             f"{_floor(say, p['E'])} + {_n(say, p['A'])}/N^{_f(say, p['alpha'], '.2f')} at the largest budget "
-            f"({_n(say, fb['tokens'])} tokens); {_level(say, doc)} intervals ({say.int(fit['bootstrap'])} "
-            f"resamples): α{_ci(say, ci, 'alpha')}, E{_ci(say, ci, 'E')}.")
+            f"({_n(say, fb['tokens'])} tokens){intervals}.")
     tail = f"; {fb['note']}" if fb.get("note") else ""
     return say.claim(f"No scaling law from {_what(say, doc)}: {fb.get('reason', 'no fit')}{tail}.")
 
@@ -196,11 +198,12 @@ def _returns_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
         if r["value"] is None:
             out.append(say.claim(f"Diminishing returns in {noun}: not defined by this fit."))
             continue
-        decades = r.get("ci_decades")
+        exact = (doc.get("fit") or {}).get("exact")
+        decades = None if exact else r.get("ci_decades")
         if decades is not None and decades > UNPLACED_DECADES:
             say.states(decades, ">", UNPLACED_DECADES)
             lo, hi = r["ci"]
-            out.append(say.claim(f"{head}: not placed by this grid; the size beyond which {gain} has a "
+            out.append(say.claim(f"{head}: not placed by this grid; the point beyond which {gain} has a "
                                  f"{_level(say, doc)} interval from {_n(say, lo, 2)} to {_n(say, hi, 2)} {noun}, "
                                  f"{_f(say, decades, '.0f')} decades wide."))
             continue
@@ -208,7 +211,8 @@ def _returns_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
         say.states(r["value"], ">" if beyond else "<=", r["largest_in_sweep"])
         where = (f"{say.shown(r['times_largest'], num(r['times_largest'], 2))}× the largest in the sweep: an "
                  f"extrapolation" if beyond else "inside the sweep's range")
-        out.append(say.claim(f"{head}: beyond {_n(say, r['value'])}{_ci(say, r, 'ci')} {noun}, {gain} ({where})."))
+        interval = "" if exact else _ci(say, r, "ci")
+        out.append(say.claim(f"{head}: beyond {_n(say, r['value'])}{interval} {noun}, {gain} ({where})."))
     return out
 
 

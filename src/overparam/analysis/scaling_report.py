@@ -317,9 +317,9 @@ def _joint(points, bootstrap, seed, min_gain, doc) -> bool | None:
         "tokens": _threshold(p, samples(doc), "B", "beta", min_gain, points["tokens"].max())}
     sizes = np.unique(points["params"])
     train = points[points["params"] < sizes[-1]]
-    problem = joint_fit_problem(train) if len(sizes) >= 2 else "one size"
+    problem = joint_fit_problem(train)  # the joint fit had 3 sizes or more: train keeps 2 at least
     if problem:
-        doc["backtest"] = {"skipped": f"without the largest size {len(sizes) - 1} sizes are left: {problem}"}
+        doc["backtest"] = {"skipped": f"without the largest size, {len(sizes) - 1} sizes are left and {problem}"}
     else:
         doc["backtest"] = extrapolation_backtest(fit.fitter, points[["params", "tokens", "flops", "loss"]],
                                                  holdout=1 / len(sizes))
@@ -375,7 +375,9 @@ def _fit_block(fit, data: pd.DataFrame, names: tuple[str, ...] = NAMES) -> dict[
             "bootstrap": fit.bootstrap, "bootstrap_finite": len(finite), "sample_names": list(names),
             "samples": [[float(f"{v:.6g}") for v in r] for r in finite],
             "in_sample_mean_abs_rel_error": float(np.mean(np.abs(rel))),
-            "in_sample_max_abs_rel_error": float(np.max(np.abs(rel))), "search": fit.extras.get("search")}
+            "in_sample_max_abs_rel_error": float(np.max(np.abs(rel))), "search": fit.extras.get("search"),
+            # as many points as constants: the curve passes through each, so errors and intervals say nothing
+            "exact": fit.n_points <= len(names)}
 
 
 def _frontier(p, boot, flops_range, count: int = 7) -> list[dict[str, Any]]:
