@@ -176,8 +176,7 @@ def analyze_scaling_sweep(directory: str | Path, bootstrap: int = 1000, seed: in
     axes = setting_axes(directory)
     if axes:
         doc = _header(points, directory, bootstrap, seed, min_gain)
-        doc["split"] = {"axes": axes, "what": "training data" if set(axes) <= set(DATA_AXES) else
-                        "data or settings" if set(axes) & set(DATA_AXES) else "settings"}
+        doc["split"] = {"axes": axes, "what": "training data" if set(axes) <= set(DATA_AXES) else "settings"}
         doc["settings"] = [_setting(sub, fixed, bootstrap, seed, min_gain) for fixed, sub in _by_setting(points, axes)]
         doc["law"], doc["fit"] = None, None
     else:

@@ -64,8 +64,9 @@ def _value(curve: dict[str, Any], prefix: str) -> float | None:
     return curve.get(f"{prefix}_{curve['metric']}")
 
 
-def noise_phrase(s: Sentence, cmp: dict[str, Any]) -> str:
-    """How big a difference is against its noise, in words with its numbers (``analysis.noise``)."""
+def noise_phrase(s: Sentence, cmp: dict[str, Any], flip: bool = False) -> str:
+    """How big a difference is against its noise, in words with its numbers (``analysis.noise``). ``flip``:
+    the interval of the opposite difference, when the words state it the other way round ("0.139 worse")."""
     if cmp["noise"] == "unknown":
         return "with one seed and no test-set size the noise is unknown"
     test_set = f"the {s.int(cmp['n_test'])}-example test set" if cmp.get("n_test") else None
@@ -75,7 +76,7 @@ def noise_phrase(s: Sentence, cmp: dict[str, Any]) -> str:
         return f"about {s.fixed(abs(cmp['z']))} standard errors of {test_set}"
     na, nb = cmp["n_seeds"]
     seeds = f"{s.int(na)} seeds" if na == nb else f"{s.int(min(na, nb))} or more seeds"
-    lo, hi = cmp["interval"]
+    lo, hi = (-cmp["interval"][1], -cmp["interval"][0]) if flip else cmp["interval"]
     text = (f"resampling {seeds}" + (f" and {test_set}" if test_set else "") + f", its {s.pct(cmp['level'], 2)} "
             f"interval is {s.num(lo)} to {s.num(hi)} and {s.int(cmp['resamples_opposite'])} of "
             f"{s.int(cmp['n_resamples'])} resamples cross zero")
@@ -239,7 +240,7 @@ def over_under_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any
     verb = ("beats" if better else "does not beat")
     by = f", by {s.num(abs(cmp['difference']))}" if better else f": it is {s.num(abs(cmp['difference']))} worse"
     tail = {"clear": " (clear)", "weak": " (weak evidence)", "unknown": ""}[ev]
-    return s.claim(head.format(verb=verb) + f"{by}, {noise_phrase(s, cmp)}{tail}.")
+    return s.claim(head.format(verb=verb) + f"{by}, {noise_phrase(s, cmp, flip=cmp['difference'] < 0)}{tail}.")
 
 
 def read_curve_claims(curve: dict[str, Any], family: str | None = None) -> list[dict[str, Any]]:

@@ -41,10 +41,18 @@ def scaling_section(ctx: SweepContext) -> Section | None:
                                 "claims": [claim]})
     doc = load_or_analyze(ctx.dir, bootstrap=REPORT_BOOTSTRAP)
     section = Section(title="Scaling law", sentences=list(doc["sentences"]), claims=list(doc.get("claims") or []))
-    parts = [(doc, "")] if doc.get("settings") is None else \
-        [(sub, sub["label"]) for sub in doc["settings"] if "skipped" not in sub]
-    for i, (sub, label) in enumerate(parts):
-        _figures(ctx, section, sub, label, "" if not label else f"_{i}")
+    if doc.get("settings") is None:
+        _figures(ctx, section, doc, "", "")
+    else:
+        fitted = [sub for sub in doc["settings"] if "skipped" not in sub]
+        if fitted:
+            section.figures.append(("scaling_settings.png", settings_figure(fitted),
+                                    "Test loss vs parameters N at each setting's largest token budget, one colour "
+                                    "per setting, each on its own test split; lines: the law fitted to that setting "
+                                    "alone."))
+        for i, sub in enumerate(fitted):  # a setting with several budgets also gets the figures over D and C
+            if len(sub["grid"]["tokens"]) > 1:
+                _figures(ctx, section, sub, sub["label"], f"_{i}")
     section.summary = _summary(doc)
     return section
 
@@ -60,6 +68,8 @@ def _figures(ctx: SweepContext, section: Section, doc: dict[str, Any], label: st
     section.figures.append((f"scaling_loss_vs_params{suffix}.png", loss_vs_params(doc, pts, p, boot, label),
                             where + _caption("Test loss vs parameters N, one colour per token budget D", doc)
                             + _backtest_caption(doc)))
+    if len(doc["grid"]["tokens"]) < 2:  # one token budget: loss vs D is a column of dots, and C = 6ND is N again
+        return
     section.figures.append((f"scaling_loss_vs_tokens{suffix}.png", loss_vs_tokens(doc, pts, p, boot, label),
                             where + _caption("Test loss vs training tokens D, one colour per model size", doc,
                                              law_drawn=doc.get("law") == "chinchilla")))
@@ -80,6 +90,27 @@ def _figures(ctx: SweepContext, section: Section, doc: dict[str, Any], label: st
                                    "size." if doc.get("law") == "chinchilla" else ".")))
     if doc.get("frontier"):
         section.tables.append(frontier_table(doc["frontier"], label))
+
+
+def settings_figure(settings: list[dict[str, Any]]) -> bytes:
+    """One line of points per setting (its largest token budget) and the law fitted to it, on shared axes."""
+    fig, ax = plt.subplots(figsize=(7.4, 4.4))
+    everything = []
+    for sub, color in zip(settings, _colors(len(settings)), strict=True):
+        pts = pd.DataFrame(sub["points"])
+        top = pts[pts["tokens"] == pts["tokens"].max()].groupby("params")["loss"].mean()
+        everything.append(pts)
+        ax.plot(top.index, top.values, "o", color=color, ms=5, label=f"{sub['label']} · D = {num(pts['tokens'].max())}")
+        law = sub.get("law")
+        if law in ("chinchilla", "power-params"):
+            xs = np.geomspace(top.index.min() / SPAN, top.index.max() * SPAN, 80)
+            d = pts["tokens"].max() if law == "chinchilla" else None
+            ax.plot(xs, law_loss(sub["fit"]["params"], xs, d), "-", color=color, lw=1.2)
+    _log_axes(ax, "parameters N (total, embeddings included)")
+    _limits(ax, pd.concat(everything))
+    ax.set_title("Loss vs model size, one law per setting", fontsize=11)
+    _legend(ax)
+    return to_png(fig)
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:
