@@ -39,11 +39,11 @@ def _plural(count: int, noun: str) -> str:
     return noun if count == 1 else f"{noun}s"
 
 
-def _count(say: Sentence, values: list[float], noun: str, unit: str) -> str:
+def _count(say: Sentence, values: list[float], count: int, noun: str, unit: str) -> str:
     """'4 sizes (9.26k–418k parameters)', or 'one size (30.8k parameters)'."""
-    if len(values) == 1:
+    if count == 1:
         return f"one {noun} ({_n(say, values[0])} {unit})"
-    return f"{say.int(len(values))} {noun}s ({_n(say, values[0])}–{_n(say, values[-1])} {unit})"
+    return f"{say.int(count)} {noun}s ({_n(say, values[0])}–{_n(say, values[-1])} {unit})"
 
 
 def _floor(say: Sentence, e: float) -> str:
@@ -66,8 +66,8 @@ def _level(say: Sentence, doc: dict[str, Any]) -> str:
 def _what(say: Sentence, doc: dict[str, Any]) -> str:
     grid = doc["grid"]
     return (f"{say.int(doc['n_runs'])} {_plural(doc['n_runs'], 'run')}: "
-            f"{_count(say, grid['params'], 'size', 'parameters')} × "
-            f"{_count(say, grid['tokens'], 'token budget', 'tokens')}")
+            f"{_count(say, grid['params'], grid['n_sizes'], 'size', 'parameters')} × "
+            f"{_count(say, grid['tokens'], grid['n_budgets'], 'token budget', 'tokens')}")
 
 
 def read_scaling_claims(doc: dict[str, Any], short: bool = False) -> list[dict[str, Any]]:
@@ -108,8 +108,9 @@ def _split_claims(doc: dict[str, Any], short: bool) -> list[dict[str, Any]]:
     for setting in doc["settings"]:
         if "skipped" in setting:
             say = Sentence()
-            out.append(say.claim(f"{setting['label']}: no scaling fit, {say.int(setting['n_runs'])} finished "
-                                 f"{_plural(setting['n_runs'], 'run')}; a law needs at least {say.int(3)}."))
+            runs = f"{say.int(setting['n_runs'])} finished {_plural(setting['n_runs'], 'run')}"
+            out.append(say.claim(f"{setting['label']}: no scaling fit, {runs}; a law needs at least "
+                                 f"{say.int(setting['min_runs'])}."))
             continue
         for claim in read_scaling_claims(setting, short):
             out.append({**claim, "text": f"{setting['label']}: {claim['text'][0].lower()}{claim['text'][1:]}"})

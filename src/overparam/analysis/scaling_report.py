@@ -201,7 +201,8 @@ def _header(points: pd.DataFrame, directory: Path, bootstrap: int, seed: int, mi
         "run_ids": sorted(points["run_id"]), "points": points.to_dict(orient="records"), "n_runs": len(points),
         "grid": {"params": sorted(points["params"].unique().tolist()),
                  "tokens": sorted(points["tokens"].unique().tolist()),
-                 "flops": [float(points["flops"].min()), float(points["flops"].max())]},
+                 "flops": [float(points["flops"].min()), float(points["flops"].max())],
+                 "n_sizes": int(points["params"].nunique()), "n_budgets": int(points["tokens"].nunique())},
         "bootstrap": int(bootstrap), "seed": int(seed), "min_gain": float(min_gain), "level": LEVEL,
         "reference": HOFFMANN, "notes": [],
     }
@@ -248,7 +249,7 @@ def _setting(points: pd.DataFrame, fixed: dict[str, Any], bootstrap: int, seed: 
     label = fmt_settings(fixed)
     if len(points) < 3:
         return {"fixed": fixed, "label": label, "n_runs": len(points), "run_ids": sorted(points["run_id"]),
-                "skipped": f"{len(points)} runs; a scaling fit needs at least 3"}
+                "min_runs": 3, "skipped": f"{len(points)} runs; a scaling fit needs at least 3"}
     doc = _analyze_points(points, Path(points.attrs["directory"]), bootstrap, seed, min_gain)
     return {"fixed": fixed, "label": label, **doc}
 
