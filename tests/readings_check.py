@@ -147,7 +147,8 @@ def check_claims(claims: Iterable[dict[str, Any]], doc: Any) -> list[str]:
         for value, printed in claim["numbers"]:
             if printed not in text:
                 problems.append(f"{printed!r} is recorded but not in: {text}")
-            if value not in exact and not any(math.isclose(value, v, rel_tol=1e-12, abs_tol=1e-15) for v in exact):
+            if abs(value) not in exact and not any(math.isclose(abs(value), v, rel_tol=1e-12, abs_tol=1e-15)
+                                                   for v in exact):  # a difference may be stated either way
                 problems.append(f"{value!r} ({printed}) is not a number of the analysis JSON: {text}")
         printed_of = {}
         for value, printed in claim["numbers"]:
