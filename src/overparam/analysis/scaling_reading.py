@@ -191,6 +191,8 @@ def _backtest_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _returns_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    if (doc.get("fit") or {}).get("exact"):
+        return []  # where a curve through every point levels off is a fact of the curve, not of the task
     dr = doc.get("diminishing_returns") or {}
     out = []
     for key, noun, other in (("params", "parameters", "data"), ("tokens", "tokens", "model size")):
@@ -203,8 +205,7 @@ def _returns_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
         if r["value"] is None:
             out.append(say.claim(f"Diminishing returns in {noun}: not defined by this fit."))
             continue
-        exact = (doc.get("fit") or {}).get("exact")
-        decades = None if exact else r.get("ci_decades")
+        decades = r.get("ci_decades")
         if decades is not None and decades > UNPLACED_DECADES:
             say.states(decades, ">", UNPLACED_DECADES)
             lo, hi = r["ci"]
@@ -216,8 +217,7 @@ def _returns_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
         say.states(r["value"], ">" if beyond else "<=", r["largest_in_sweep"])
         where = (f"{say.shown(r['times_largest'], num(r['times_largest'], 2))}× the largest in the sweep: an "
                  f"extrapolation" if beyond else "inside the sweep's range")
-        interval = "" if exact else _ci(say, r, "ci")
-        out.append(say.claim(f"{head}: beyond {_n(say, r['value'])}{interval} {noun}, {gain} ({where})."))
+        out.append(say.claim(f"{head}: beyond {_n(say, r['value'])}{_ci(say, r, 'ci')} {noun}, {gain} ({where})."))
     return out
 
 
