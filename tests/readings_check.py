@@ -10,6 +10,9 @@ Two checks, both used by ``test_readings.py``:
   every number printed in it must be one of the JSON's numbers under the product's formatting rules
   (3 significant digits, thousands separators, percents, ×-ratios, k/M suffixes, KiB/MiB) — the
   printed digits must equal the JSON number rounded to the digits printed.
+
+``style_problems`` holds every sentence to the page's writing rules: no raw backtick, no parenthesis
+inside another, no "n/a" without its reason, no Python ``None``/``nan``/``inf`` or repr of a list.
 """
 
 from __future__ import annotations
@@ -124,6 +127,16 @@ def unmatched_numbers(sentence: str, numbers: list[float], lengths: set[int]) ->
     return bad
 
 
+SUFFIX = {"k": 1e3, "M": 1e6, "B": 1e9}
+
+
+def printed_value(text: str) -> float:
+    """The value a printed number reads as: "1,460" 1460, "30.8k" 30800, "12.5 %" 12.5, "2.6×" 2.6."""
+    word = text.replace(",", "").split()[0].rstrip("×%")
+    scale = SUFFIX.get(word[-1:], 1.0)
+    return float(word[:-1] if scale != 1.0 else word) * scale
+
+
 def check_claims(claims: Iterable[dict[str, Any]], doc: Any) -> list[str]:
     """Problems with recorded claims against their analysis JSON ``doc`` (empty: all hold)."""
     numbers = json_numbers(doc)[0]
@@ -134,7 +147,8 @@ def check_claims(claims: Iterable[dict[str, Any]], doc: Any) -> list[str]:
         for value, printed in claim["numbers"]:
             if printed not in text:
                 problems.append(f"{printed!r} is recorded but not in: {text}")
-            if value not in exact and not any(math.isclose(value, v, rel_tol=1e-12, abs_tol=1e-15) for v in exact):
+            if abs(value) not in exact and not any(math.isclose(abs(value), v, rel_tol=1e-12, abs_tol=1e-15)
+                                                   for v in exact):  # a difference may be stated either way
                 problems.append(f"{value!r} ({printed}) is not a number of the analysis JSON: {text}")
         printed_of = {}
         for value, printed in claim["numbers"]:
@@ -143,14 +157,15 @@ def check_claims(claims: Iterable[dict[str, Any]], doc: Any) -> list[str]:
             if not OPS[op](a, b):
                 problems.append(f"states {a} {op} {b}, which is false: {text}")
             if a in printed_of and b in printed_of and op != "==":
-                shown_a, shown_b = (float(printed_of[v].replace(",", "").split()[0].rstrip("×%")) for v in (a, b))
+                shown_a, shown_b = (printed_value(printed_of[v]) for v in (a, b))
                 if not OPS[op](shown_a, shown_b):
                     problems.append(f"states {printed_of[a]} {op} {printed_of[b]} as printed: {text}")
     return problems
 
 
 class ReadingText(html.parser.HTMLParser):
-    """The text of every reading on a rendered page: list items of ``ul.reading``, ``p.reading``, ``p.setup``."""
+    """The text of every reading on a rendered page: list items of ``ul.reading``, ``p.reading``, ``p.setup``,
+    and the one line of a brief section (``p.brief``: its title in ``<strong>``, then its sentence)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,27 +177,33 @@ class ReadingText(html.parser.HTMLParser):
         self._stack: list[bool] = []
         self._buf: list[str] | None = None
         self._depth = 0
+        self._brief = False  # inside a brief section's line, before its title has ended
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        cls = dict(attrs).get("class") or ""
-        if tag == "section" and "part" in cls.split():
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "section" and "part" in classes:
             self._part, self._section = dict(attrs).get("id"), None
-        if tag in ("h3", "summary"):
+        if tag in ("h3", "summary") or tag == "strong" and self._brief:
             self._title = []
-        if tag == "ul":
-            self._stack.append("reading" in cls.split())
-        elif tag == "li" and self._stack and self._stack[-1] or tag == "p" and {"reading", "setup"} & set(cls.split()):
+        elif tag == "p" and "brief" in classes:
+            self._brief = True
+        elif tag == "ul":
+            self._stack.append("reading" in classes)
+        elif tag == "li" and self._stack and self._stack[-1] or tag == "p" and {"reading", "setup"} & set(classes):
             self._buf, self._depth = [], 0
         elif self._buf is not None:
             self._depth += 1
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in ("h3", "summary") and self._title is not None:
+        if self._title is not None and tag in ("h3", "summary", "strong"):
             self._section, self._title = "".join(self._title).strip(), None
-        if tag == "ul" and self._stack:
+            if self._brief:  # the sentence follows the title, up to the end of the paragraph
+                self._brief, self._buf, self._depth = False, [], 0
+        elif tag == "ul" and self._stack:
             self._stack.pop()
         elif self._buf is not None and tag in ("li", "p") and self._depth == 0:
-            self.items.append((self._part, self._section, " ".join("".join(self._buf).split())))
+            text = " ".join("".join(self._buf).split())
+            self.items.append((self._part, self._section, text.removeprefix(": ")))
             self._buf = None
         elif self._buf is not None:
             self._depth -= 1
@@ -190,7 +211,7 @@ class ReadingText(html.parser.HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._title is not None:
             self._title.append(data)
-        if self._buf is not None:
+        elif self._buf is not None:
             self._buf.append(data)
 
 
@@ -198,12 +219,6 @@ def page_readings(page: str) -> list[tuple[str | None, str | None, str]]:
     parser = ReadingText()
     parser.feed(page)
     return parser.items
-
-
-# Sections whose readings still quote numbers derived outside their JSON (issue 16's other parts), by their
-# summary.json key: test_demo.py holds this list to what is still true, so a fixed section must leave it and
-# a new section cannot join it unnoticed.
-KNOWN_DERIVED = {"implicit_regularization", "scaling_law", "interpretability_across_sizes"}
 
 
 def section_key(title: str | None) -> str:
@@ -243,13 +258,37 @@ def scan_page(report_dir: Path) -> dict[str, list[tuple[str, list[str]]]]:
 
 
 def assert_page_numbers_hold(report_dir: Path) -> dict[str, list[tuple[str, list[str]]]]:
-    """Every number on the page is its JSON's, but in the sections of KNOWN_DERIVED; returns the scan."""
+    """Every number on the page is its JSON's and every sentence keeps the writing rules; returns the scan."""
     found = scan_page(report_dir)
     assert found, "no readings on the page"
     for key, items in found.items():
         bad = [(text, miss) for text, miss in items if miss]
-        assert key in KNOWN_DERIVED or not bad, f"{key}: numbers not in its JSON: {bad}"
+        assert not bad, f"{key}: numbers not in its JSON: {bad}"
+        style = [(text, problems) for text, _ in items if (problems := style_problems(text))]
+        assert not style, f"{key}: {style}"
     return found
+
+
+NOT_APPLICABLE = re.compile(r"\bn/a\b(?!\s*[:(—])")  # "n/a: no 2/lr line for adam" says why; "n/a" alone does not
+RAW_VALUE = re.compile(r"\b(?:None|nan|NaN|inf)\b|\[\{'|\{'\w+': ")  # a Python value printed as it is
+
+
+def style_problems(text: str) -> list[str]:
+    """What breaks the page's writing rules in one sentence (empty: none)."""
+    problems = []
+    if "`" in text:
+        problems.append("a raw backtick")
+    depth = 0
+    for c in text:
+        depth += (c == "(") - (c == ")")
+        if depth > 1:
+            problems.append("a parenthesis inside another")
+            break
+    if NOT_APPLICABLE.search(text):
+        problems.append("n/a without its reason")
+    if RAW_VALUE.search(text):
+        problems.append(f"a raw Python value ({RAW_VALUE.search(text).group(0)!r})")
+    return problems
 
 
 def assert_claims_hold(report_dir: Path, capsys) -> None:
@@ -261,7 +300,8 @@ def assert_claims_hold(report_dir: Path, capsys) -> None:
         assert check_claims([part["setup"]["claim"]], setup) == []
         for title, section in part.items():
             if isinstance(section, dict) and section.get("claims"):
-                assert check_claims(section["claims"], {k: v for k, v in section.items() if k != "claims"}) == [], title
+                problems = check_claims(section["claims"], {k: v for k, v in section.items() if k != "claims"})
+                assert problems == [], (title, problems)
         dd = part.get("double_descent")
         if dd:
             doc = analyze_json(directory, capsys)  # the report and analyze agree by default

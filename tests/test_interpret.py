@@ -379,6 +379,19 @@ def test_sweep_view_and_report_section(lm_sweep):
     page = build_report(out)
     body = page.read_text()
     assert "Interpretability across sizes" in body and (out / "figures" / "interpret_probes.png").is_file()
+    for r in doc["runs"]:  # the layer average a sentence quotes is stored beside the layers it averages
+        assert r["mean_gain"] == pytest.approx(np.mean([p["gain"] for p in r["probe"]]))
+    assert doc["runs"][0]["probe_level"] == 0.95
+
+
+def test_tasks_without_a_probe_target_get_no_probe():
+    """icl-markov and fewshot tokens name no character or chain state: no target, so no probe section
+    (their in-context sections read the heads) instead of a skipped one."""
+    from overparam.interpret.sweep import default_target
+
+    assert default_target("text") == default_target("hf") == "next_char_class"
+    assert default_target("markov") == "markov_state"
+    assert default_target("icl-markov") is None and default_target("fewshot") is None
 
 
 # -- headless Chromium: no console errors, no network requests ----------------------------------------

@@ -193,5 +193,5 @@ def test_reading_states_the_documents_numbers():
         "The loss rose above the straight chord between the endpoints (a barrier) for 2 of 3; the largest barrier, "
         "0.05, is at width 8; at the widest, width 64, there is none.",
         "Halfway (α = 0.5) the train loss is 1.5 at width 8 and 0.8 at width 64.",
-        "Part-way along the line the test loss is lower than at the trained weights (by more than 1%) for 1 of 3 "
+        "Part-way along the line the test loss is lower than at the trained weights (by more than 1 %) for 1 of 3 "
         "widths; most at width 64: 0.4 at α = 0.5, 0.6 trained."]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from readings_check import check_claims
 
 from overparam.analysis.scaling_report import (
     analyze_scaling_sweep,
@@ -38,19 +39,20 @@ STEPS = [100, 316, 1000, 3162]
 SIZE = {w: 1e4 * 10 ** (i / 2) for i, w in enumerate(WIDTHS)}
 
 
-def lm_spec(kind: str, widths: list[int], steps: list[int]) -> Spec:
+def lm_spec(kind: str, widths: list[int], steps: list[int], extra: dict | None = None) -> Spec:
     task = {"kind": "markov", "train_size": 10_000, "test_size": 2_000} if kind == "markov" else {
         "kind": "text", "tokenizer": "char"}
     return Spec({"name": f"synthetic-{kind}", "task": task,
                  "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 16},
                  "train": {"optimizer": "adamw", "batch_size": 4},
-                 "vary": {"model.d_model": widths, "train.steps": steps}})
+                 "vary": {"model.d_model": widths, "train.steps": steps, **(extra or {})}})
 
 
 def write_sweep(directory: Path, kind: str = "text", widths=WIDTHS, steps=STEPS, noise: float = 0.002,
-                truth=TRUTH) -> Path:
-    """A finished sweep whose test losses follow ``truth``; 25 tokens per step (D = 25 · steps · 100)."""
-    spec = lm_spec(kind, widths, steps)
+                truth=TRUTH, extra: dict | None = None, shift=None) -> Path:
+    """A finished sweep whose test losses follow ``truth``; 25 tokens per step (D = 25 · steps · 100).
+    ``extra``: more axes to vary; ``shift(config)``: a loss offset per run (another setting, another task)."""
+    spec = lm_spec(kind, widths, steps, extra)
     rng = np.random.default_rng(0)
     with Store.create(directory) as store:
         store.set_meta("name", spec.name)
@@ -59,7 +61,8 @@ def write_sweep(directory: Path, kind: str = "text", widths=WIDTHS, steps=STEPS,
         store.add_runs(spec.runs())
         for run in spec.runs():
             n, d = SIZE[run.config["model"]["d_model"]], 1e3 * run.config["train"]["steps"]
-            loss = float(law_loss(truth, n, d)) * (1 + noise * rng.standard_normal())
+            loss = (float(law_loss(truth, n, d)) + (shift(run.config) if shift else 0.0)) * (
+                1 + noise * rng.standard_normal())
             metrics = {"train_loss": loss, "test_loss": loss, "tokens": d, "train_error": None,
                        "test_error": None}
             if kind == "markov":
@@ -123,6 +126,34 @@ def test_sentences_carry_the_fitted_numbers(text_doc):
     assert stored["sentences"] == text_doc["sentences"]
 
 
+def test_every_recorded_claim_holds_against_the_document(text_doc):
+    """Each number a sentence quotes is the document's, each comparison it states holds (readings_check)."""
+    assert text_doc["sentences"] == [c["text"] for c in text_doc["claims"]]
+    assert check_claims(text_doc["claims"], {k: v for k, v in text_doc.items() if k != "claims"}) == []
+    assert sum(len(c["numbers"]) for c in text_doc["claims"]) >= 20
+    assert any(c["comparisons"] for c in text_doc["claims"])  # too high / too low, inside / beyond the sweep
+
+
+def test_a_setting_besides_size_and_tokens_gets_a_law_of_its_own(tmp_path):
+    """Two learning rates, one a constant 0.3 nats worse: one law over both would blur the two; each setting's
+    own law recovers the truth, and E differs by the offset."""
+    directory = write_sweep(tmp_path / "lr", widths=WIDTHS[:4], steps=STEPS[:3], extra={"train.lr": [0.001, 0.01]},
+                            shift=lambda c: 0.3 if c["train"]["lr"] == 0.01 else 0.0)
+    doc = analyze_scaling_sweep(directory, bootstrap=0)
+    assert doc["split"]["axes"] == ["train.lr"] and doc["law"] is None
+    by_lr = {s["fixed"]["train.lr"]: s for s in doc["settings"]}
+    assert set(by_lr) == {0.001, 0.01} and all(s["law"] == "chinchilla" and s["n_runs"] == 12 for s in by_lr.values())
+    for lr, setting in by_lr.items():
+        p = setting["fit"]["params"]
+        assert p["alpha"] == pytest.approx(TRUTH["alpha"], rel=0.15), lr
+    assert by_lr[0.01]["fit"]["params"]["E"] - by_lr[0.001]["fit"]["params"]["E"] == pytest.approx(0.3, abs=0.1)
+    assert doc["sentences"][0].startswith("The runs differ in train.lr as well as in size and tokens")
+    assert sum(s.startswith("train.lr = 0.01: scaling fit") for s in doc["sentences"]) == 1
+    assert check_claims(doc["claims"], {k: v for k, v in doc.items() if k != "claims"}) == []
+    section = scaling_section(SweepContext(directory))
+    assert section.figures[0][0] == "scaling_settings.png" and len(section.tables) == 2  # a frontier per setting
+
+
 def test_section_renders_figures_and_the_report_builds(text_sweep, text_doc):
     html = build_report(text_sweep).read_text()
     section = html.split("<h3>Scaling law</h3>")[1].split("<h3>")[0].split("<details>")[0]
@@ -150,7 +181,8 @@ def test_markov_compares_fitted_E_with_the_exact_entropy_rate(tmp_path):
 def test_too_few_budgets_fall_back_to_a_power_law_in_N(tmp_path):
     doc = analyze_scaling_sweep(write_sweep(tmp_path / "narrow", widths=[16, 32, 64, 128], steps=[100, 316]),
                                 bootstrap=50)
-    assert doc["law"] == "power-params" and "2 token budget(s)" in doc["fallback"]["reason"]
+    assert doc["law"] == "power-params" and "3 token budgets" in doc["fallback"]["reason"]
+    assert "× 2 token budgets (100k–316k tokens): the joint law needs at least 3" in doc["sentences"][0]
     assert doc["fallback"]["tokens"] == 316_000 and doc["frontier"] is None
     assert doc["backtest"]["n_train"] == 3 and doc["backtest"]["n_test"] == 1
     assert doc["sentences"][0].startswith("No joint law L(N, D) from 8 runs")
@@ -160,8 +192,10 @@ def test_too_few_budgets_fall_back_to_a_power_law_in_N(tmp_path):
 
 def test_three_runs_say_they_check_nothing_and_two_are_refused(tmp_path):
     doc = analyze_scaling_sweep(write_sweep(tmp_path / "three", widths=[16, 32, 64], steps=[100]), bootstrap=0)
-    assert doc["backtest"]["skipped"].startswith("3 sizes")
+    assert doc["backtest"]["skipped"].startswith("3 sizes") and doc["fit"]["exact"]
     assert any("checks nothing" in s for s in doc["sentences"])
+    assert "through every point: no interval" in doc["sentences"][0] and "[" not in " ".join(doc["sentences"])
+    assert not any(s.startswith(("The fit misses", "No extrapolation", "Point of")) for s in doc["sentences"])
     with pytest.raises(OverparamError, match="at least 3"):
         analyze_scaling_sweep(write_sweep(tmp_path / "two", widths=[16, 32], steps=[100]), bootstrap=0)
 

@@ -4,7 +4,9 @@ Each run stored its own numbers (``overparam.train.diagnostics``); this only arr
 
 - **against size**: median over replicate seeds (``seed``, ``task.seed``, ``task.noise_seed``) and
   the range, of ‖θ‖, ‖θ − θ₀‖, the distance to the min-norm solution, the final sharpness λ_max,
-  2/lr and the Hessian trace, one series per setting of the other varying keys;
+  2/lr and the Hessian trace, one series per setting of the other varying keys; and of two ratios
+  taken per run, ‖θ − θ₀‖ / ‖θ₀‖ (how far training moved relative to where it started: small in the
+  lazy, linearized regime; Chizat et al. 2019) and ‖w − w*‖ / ‖w*‖;
 - **over training**: per run with a ``sharpness`` curve, its *late* sharpness, the median over
   the evaluations in the second half of training (step ≥ half the last step), against the run's
   2/lr; the ratio late / (2/lr) is ≈ 1 at the edge of stability (Cohen et al. 2021: full-batch
@@ -29,6 +31,8 @@ from overparam.errors import OverparamError
 
 METRICS = ("param_norm", "init_norm", "distance_from_init", "distance_to_min_norm", "min_norm_norm",
            "sharpness", "stability_threshold", "hessian_trace", "hessian_trace_se")
+RATIOS = {"relative_distance": ("distance_from_init", "init_norm"),  # per run: numerator / denominator
+          "relative_distance_to_min_norm": ("distance_to_min_norm", "min_norm_norm")}
 RECORDED = ("distance_from_init", "sharpness", "hessian_trace")  # only written when train.diagnostics asks
 REPLICATES = ("seed", "task.seed", "task.noise_seed")
 EDGE = 0.1  # |late / (2/lr) − 1| ≤ EDGE: at the edge of stability
@@ -56,7 +60,11 @@ def implicit_summary(source: str | Path | tuple[pd.DataFrame, pd.DataFrame]) -> 
                              "(set train.diagnostics: [norms, sharpness, trace] in the spec)")
     done = runs[runs["status"] == "done"].copy()
     axis = size_axis(done)
-    present = [m for m in METRICS if m in done and done[m].notna().any()]
+    for ratio, (top, bottom) in RATIOS.items():
+        if top in done and bottom in done:
+            below = pd.to_numeric(done[bottom], errors="coerce")
+            done[ratio] = pd.to_numeric(done[top], errors="coerce") / below.where(below > 0)
+    present = [m for m in (*METRICS, *RATIOS) if m in done and done[m].notna().any()]
     varying = [c for c in done.columns if ("." in c or c == "seed") and c not in REPLICATES
                and done[c].astype(str).nunique() > 1]
     per_run = _per_run(done, curves)

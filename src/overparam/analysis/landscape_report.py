@@ -387,7 +387,7 @@ def read_paths(doc: dict[str, Any]) -> list[str]:
     if dips:
         p, alpha, low, end = max(dips, key=lambda d: 1 - d[2] / d[3])
         out.append(f"Part-way along the line the test loss is lower than at the trained weights (by more than "
-                   f"{DIP:.0%}) for {len(dips)} of {n} {noun}; most at {word} {p['size']}: {fmt_num(low)} at "
+                   f"{100 * DIP:.0f} %) for {len(dips)} of {n} {noun}; most at {word} {p['size']}: {fmt_num(low)} at "
                    f"α = {alpha:g}, {fmt_num(end)} trained.")
     return out
 

@@ -1,5 +1,6 @@
-"""The plain-language reading of a scaling document (``analysis/scaling_report.py``): sentences in which
-every number comes from the document, for the report's scaling section and the demo's headline."""
+"""The plain-language reading of a scaling document (``analysis/scaling_report.py``): claims in which every
+number comes from the document (``report.claims.Sentence``: each number recorded with its printed text, each
+comparison the words make recorded too), for the report's scaling section and the demo's headline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from typing import Any
 
 import numpy as np
 
-HOFFMANN = {"alpha": 0.34, "beta": 0.28}  # Hoffmann et al. 2022, Approach 3, 70M-16B parameters
+from overparam.report.claims import Sentence, texts
+
+# Hoffmann et al. 2022, Approach 3, models of 70M–16B parameters: the reference a tiny grid is set against
+HOFFMANN = {"alpha": 0.34, "beta": 0.28, "params": [7e7, 1.6e10], "tokens_per_param": 20}
+LEVEL = 0.95  # every interval of the document: percentile bootstrap or t, two-sided
+UNPLACED_DECADES = 3.0  # a diminishing-returns interval wider than this many decades places nothing
 
 
 def num(v: Any, digits: int = 3) -> str:
@@ -25,141 +31,241 @@ def num(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def _count(values: list[float], noun: str, unit: str) -> str:
-    """'4 sizes (9.26k–418k parameters)', or '1 size (30.8k parameters)'."""
-    if len(values) == 1:
-        return f"1 {noun} ({num(values[0])} {unit})"
-    return f"{len(values)} {noun}s ({num(values[0])}–{num(values[-1])} {unit})"
+def _n(say: Sentence, v: float, digits: int = 3) -> str:
+    return say.shown(v, num(v, digits))
 
 
-def _floor(e: float) -> str:
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else f"{noun}s"
+
+
+def _count(say: Sentence, values: list[float], count: int, noun: str, unit: str) -> str:
+    """'4 sizes (9.26k–418k parameters)', or 'one size (30.8k parameters)'."""
+    if count == 1:
+        return f"one {noun} ({_n(say, values[0])} {unit})"
+    return f"{say.int(count)} {noun}s ({_n(say, values[0])}–{_n(say, values[-1])} {unit})"
+
+
+def _floor(say: Sentence, e: float) -> str:
     """E for a formula: below 1e-6 nats it is 0 for every purpose (and a note says E is not identified)."""
-    return "0" if e < 1e-6 else num(e)
+    return say.shown(e, "0") if e < 1e-6 else _n(say, e)
 
 
-def _ci(ci: dict[str, Any] | None, key: str, digits: int = 2) -> str:
+def _ci(say: Sentence, ci: dict[str, Any] | None, key: str, digits: int = 2) -> str:
     pair = (ci or {}).get(key)
     if not pair or any(v is None or not np.isfinite(v) for v in pair):
         return ""
-    lo = "0" if 0 <= pair[0] < 1e-6 else num(pair[0], digits)
-    return f" [{lo}, {num(pair[1], digits)}]"
+    lo, hi = (say.shown(v, "0") if 0 <= v < 1e-6 else _n(say, v, digits) for v in pair)  # below 1e-6: 0
+    return f" [{lo}, {hi}]"
 
 
-def read_scaling(doc: dict[str, Any], short: bool = False) -> list[str]:
-    """Plain sentences that read the document: every number comes from it. ``short``: the headline."""
-    grid, fit = doc["grid"], doc.get("fit")
-    n_runs = len(doc["points"])
-    what = (f"{n_runs} runs: {_count(grid['params'], 'size', 'parameters')} × "
-            f"{_count(grid['tokens'], 'token budget', 'tokens')}")
-    out: list[str] = []
+def _level(say: Sentence, doc: dict[str, Any]) -> str:
+    return say.pct(doc.get("level", LEVEL))
+
+
+def _what(say: Sentence, doc: dict[str, Any]) -> str:
+    grid = doc["grid"]
+    return (f"{say.int(doc['n_runs'])} {_plural(doc['n_runs'], 'run')}: "
+            f"{_count(say, grid['params'], grid['n_sizes'], 'size', 'parameters')} × "
+            f"{_count(say, grid['tokens'], grid['n_budgets'], 'token budget', 'tokens')}")
+
+
+def read_scaling_claims(doc: dict[str, Any], short: bool = False) -> list[dict[str, Any]]:
+    """The claims that read the document. ``short``: the headline (the law and its extrapolation check)."""
+    if doc.get("settings") is not None:
+        return _split_claims(doc, short)
+    out = [_law_claim(doc)]
     if doc.get("law") == "chinchilla":
-        p, ci = fit["params"], fit["ci"]
-        out.append(
-            f"Scaling fit (Chinchilla Approach 3) on {what}: L(N, D) = {_floor(p['E'])} + {num(p['A'])}/N^"
-            f"{p['alpha']:.2f} + {num(p['B'])}/D^{p['beta']:.2f} nats/token; 95 % bootstrap intervals "
-            f"({fit['bootstrap']} resamples): α{_ci(ci, 'alpha')}, β{_ci(ci, 'beta')}, E{_ci(ci, 'E')}"
-            f"{' (E not identified: no loss floor in sight)' if p['E'] < 1e-6 else ''}. "
-            f"Five constants from {n_runs} tiny models trained for seconds on a CPU: the intervals are the "
-            f"honest part, and the exponents describe this grid, not language models at large "
-            f"(Hoffmann et al. 2022 found α ≈ {HOFFMANN['alpha']}, β ≈ {HOFFMANN['beta']} at 70M–16B "
-            f"parameters).")
-        co = doc["compute_optimal"]
-        out.append(
-            f"Compute-optimal at the sweep's largest compute (C = 6ND = {num(co['flops'])} FLOPs): "
-            f"N = {num(co['params'])}{_ci(co.get('ci'), 'params')} parameters and D = {num(co['tokens'])}"
-            f"{_ci(co.get('ci'), 'tokens')} tokens, {num(co['tokens_per_param'])}"
-            f"{_ci(co.get('ci'), 'tokens_per_param')} tokens per parameter (Chinchilla: ≈ 20).")
-    elif doc.get("law") == "power-params":
-        p, ci = fit["params"], fit["ci"]
-        fb = doc["fallback"]
-        out.append(
-            f"No joint law L(N, D) from {what}: {fb['reason']}. Fitted instead L(N) = {_floor(p['E'])} + "
-            f"{num(p['A'])}/N^{p['alpha']:.2f} at the largest budget ({num(fb['tokens'])} tokens); 95 % "
-            f"intervals ({fit['bootstrap']} resamples): α{_ci(ci, 'alpha')}, E{_ci(ci, 'E')}.")
-    else:
-        fb = doc.get("fallback") or {}
-        out.append(f"No scaling law from {what}: {fb.get('reason', 'no fit')}; "
-                   f"{fb.get('note', '')}.".replace("; .", "."))
-    out.extend(_backtest_sentence(doc))
+        out.append(_compute_optimal_claim(doc))
+    out.extend(_backtest_claims(doc))
     if short:
         return out
-    for note in doc["notes"]:
-        out.append(note[0].upper() + note[1:] + ".")
-    if fit:
-        out.append(f"The fit misses its own points by {100 * fit['in_sample_mean_abs_rel_error']:.2g} % on "
-                   f"average (at most {100 * fit['in_sample_max_abs_rel_error']:.2g} %).")
-    out.extend(_returns_sentences(doc))
-    out.extend(_isoflop_sentences(doc))
-    out.extend(_entropy_sentences(doc))
+    out.extend(Sentence().claim(note[0].upper() + note[1:] + ".") for note in doc["notes"])
+    fit = doc.get("fit")
+    if fit and not fit.get("exact"):  # an exact fit misses nothing, and says nothing by it
+        say = Sentence()
+        out.append(say.claim(f"The fit misses its own points by {say.pct(fit['in_sample_mean_abs_rel_error'], 2)} "
+                             f"on average (at most {say.pct(fit['in_sample_max_abs_rel_error'], 2)})."))
+    out.extend(_returns_claims(doc))
+    out.extend(_isoflop_claims(doc))
+    out.extend(_entropy_claims(doc))
     return out
 
 
-def _backtest_sentence(doc: dict[str, Any]) -> list[str]:
+def read_scaling(doc: dict[str, Any], short: bool = False) -> list[str]:
+    """The sentences of :func:`read_scaling_claims`."""
+    return texts(read_scaling_claims(doc, short))
+
+
+def _split_claims(doc: dict[str, Any], short: bool) -> list[dict[str, Any]]:
+    """A sweep that also varies its training data or another setting: one law per setting, each read alone."""
+    split = doc["split"]
+    why = ("each setting trains, and is tested, on data of its own" if split["what"] == "training data" else
+           "each setting is a task of its own")
+    out = [Sentence().claim(f"The runs differ in {', '.join(split['axes'])} as well as in size and tokens, and "
+                            f"{why}: one law over all of them would read those differences as an effect of N or "
+                            f"D, so each setting gets its own law.")]
+    for setting in doc["settings"]:
+        if "skipped" in setting:
+            say = Sentence()
+            runs = f"{say.int(setting['n_runs'])} finished {_plural(setting['n_runs'], 'run')}"
+            out.append(say.claim(f"{setting['label']}: no scaling fit, {runs}; a law needs at least "
+                                 f"{say.int(setting['min_runs'])}."))
+            continue
+        for claim in read_scaling_claims(setting, short):
+            out.append({**claim, "text": f"{setting['label']}: {claim['text'][0].lower()}{claim['text'][1:]}"})
+    return out
+
+
+def _f(say: Sentence, v: float, spec: str) -> str:
+    """``v`` formatted with ``spec`` (an exponent to 2 decimals, an entropy to 4 digits), recorded."""
+    return say.shown(v, format(v, spec))
+
+
+def _law_claim(doc: dict[str, Any]) -> dict[str, Any]:
+    say = Sentence()
+    fit = doc.get("fit")
+    if doc.get("law") == "chinchilla":
+        p, ci = fit["params"], fit["ci"]
+        ref = doc.get("reference", HOFFMANN)
+        return say.claim(
+            f"Scaling fit (Chinchilla Approach 3) on {_what(say, doc)}: L(N, D) = {_floor(say, p['E'])} + "
+            f"{_n(say, p['A'])}/N^{_f(say, p['alpha'], '.2f')} + {_n(say, p['B'])}/D^{_f(say, p['beta'], '.2f')} "
+            f"nats/token; {_level(say, doc)} bootstrap intervals ({say.int(fit['bootstrap'])} resamples): "
+            f"α{_ci(say, ci, 'alpha')}, β{_ci(say, ci, 'beta')}, E{_ci(say, ci, 'E')}"
+            f"{' (E not identified: no loss floor in sight)' if p['E'] < 1e-6 else ''}. "
+            f"Five constants from {say.int(doc['n_runs'])} tiny models trained for seconds on a CPU: the "
+            f"intervals are the honest part, and the exponents describe this grid, not language models at large "
+            f"(Hoffmann et al. 2022 found α ≈ {_f(say, ref['alpha'], 'g')}, β ≈ {_f(say, ref['beta'], 'g')} at "
+            f"{say.shown(ref['params'][0], '70M')}–{say.shown(ref['params'][1], '16B')} parameters).")
+    fb = doc.get("fallback") or {}
+    if doc.get("law") == "power-params":
+        p, ci = fit["params"], fit["ci"]
+        intervals = (f"; {_level(say, doc)} intervals ({say.int(fit['bootstrap'])} resamples): "
+                     f"α{_ci(say, ci, 'alpha')}, E{_ci(say, ci, 'E')}" if not fit.get("exact") else
+                     ", through every point: no interval")
+        return say.claim(
+            f"No joint law L(N, D) from {_what(say, doc)}: {fb['reason']}. Fitted instead L(N) = "
+            f"{_floor(say, p['E'])} + {_n(say, p['A'])}/N^{_f(say, p['alpha'], '.2f')} at the largest budget "
+            f"({_n(say, fb['tokens'])} tokens){intervals}.")
+    tail = f"; {fb['note']}" if fb.get("note") else ""
+    return say.claim(f"No scaling law from {_what(say, doc)}: {fb.get('reason', 'no fit')}{tail}.")
+
+
+def _compute_optimal_claim(doc: dict[str, Any]) -> dict[str, Any]:
+    say = Sentence()
+    co = doc["compute_optimal"]
+    ref = doc.get("reference", HOFFMANN)
+    return say.claim(
+        f"Compute-optimal at the sweep's largest compute (C = 6ND = {_n(say, co['flops'])} FLOPs): "
+        f"N = {_n(say, co['params'])}{_ci(say, co.get('ci'), 'params')} parameters and D = {_n(say, co['tokens'])}"
+        f"{_ci(say, co.get('ci'), 'tokens')} tokens, {_n(say, co['tokens_per_param'])}"
+        f"{_ci(say, co.get('ci'), 'tokens_per_param')} tokens per parameter (Chinchilla: ≈ "
+        f"{say.int(ref['tokens_per_param'])}).")
+
+
+def _backtest_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
     bt = doc.get("backtest")
     if not bt:
         return []
+    say = Sentence()
     if "skipped" in bt:
-        return [f"No extrapolation check: {bt['skipped']}."]
-    s = (f"Extrapolation check: fitted without the largest model ({num(bt['held_out_from'])} parameters, "
-         f"{bt['n_train']} runs left), the law predicts its {bt['n_test']} run(s) with mean |error| "
-         f"{100 * bt['mean_abs_rel_error']:.2g} % (max {100 * bt['max_abs_rel_error']:.2g} %, "
-         f"{'too high' if bt['mean_rel_error'] > 0 else 'too low'} on average)")
+        if (doc.get("fit") or {}).get("exact"):
+            return []  # a curve through every point: the note that it checks nothing says it all
+        return [say.claim(f"No extrapolation check: {bt['skipped']}.")]
+    high = bt["mean_rel_error"] > 0
+    say.states(bt["mean_rel_error"], ">" if high else "<=", 0)
+    s = (f"Extrapolation check: fitted without the largest model ({_n(say, bt['held_out_from'])} parameters, "
+         f"{say.int(bt['n_train'])} runs left), the law predicts its {say.int(bt['n_test'])} "
+         f"{_plural(bt['n_test'], 'run')} with mean |error| {say.pct(bt['mean_abs_rel_error'], 2)} "
+         f"(max {say.pct(bt['max_abs_rel_error'], 2)}, {'too high' if high else 'too low'} on average)")
     naive = bt.get("naive_mean_abs_rel_error")
     if naive is not None:
-        s += (f"; guessing that it does no better than the {num(bt['naive_from_params'])}-parameter model "
-              f"errs by {100 * naive:.2g} %")
+        s += (f"; guessing that it does no better than the {_n(say, bt['naive_from_params'])}-parameter model "
+              f"errs by {say.pct(naive, 2)}")
         if naive < bt["mean_abs_rel_error"]:
+            say.states(naive, "<", bt["mean_abs_rel_error"])
             s += (", closer than the law: fitted on the smaller models, it "
                   f"{'over' if bt['mean_rel_error'] < 0 else 'under'}estimates what the largest one gains")
-    return [s + "."]
+    return [say.claim(s + ".")]
 
 
-def _returns_sentences(doc: dict[str, Any]) -> list[str]:
+def _returns_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    if (doc.get("fit") or {}).get("exact"):
+        return []  # where a curve through every point levels off is a fact of the curve, not of the task
     dr = doc.get("diminishing_returns") or {}
     out = []
     for key, noun, other in (("params", "parameters", "data"), ("tokens", "tokens", "model size")):
         r = dr.get(key)
         if not r:
             continue
+        say = Sentence()
+        head = f"Point of diminishing returns ({other} unlimited)"
+        gain = f"another doubling gains less than {_f(say, r['min_gain'], 'g')} nats/token"
         if r["value"] is None:
-            out.append(f"Diminishing returns in {noun}: not defined by this fit.")
+            out.append(say.claim(f"Diminishing returns in {noun}: not defined by this fit."))
             continue
-        far = r["value"] / r["largest_in_sweep"]
-        where = (f"{num(far, 2)}× the largest in the sweep: an extrapolation" if far > 1 else
-                 "inside the sweep's range")
-        out.append(f"Point of diminishing returns ({other} unlimited): beyond {num(r['value'])}"
-                   f"{_ci(r, 'ci')} {noun}, another doubling gains less than {r['min_gain']:g} nats/token "
-                   f"({where}).")
+        decades = r.get("ci_decades")
+        if decades is not None and decades > UNPLACED_DECADES:
+            say.states(decades, ">", UNPLACED_DECADES)
+            lo, hi = r["ci"]
+            out.append(say.claim(f"{head}: not placed by this grid; the point beyond which {gain} has a "
+                                 f"{_level(say, doc)} interval from {_n(say, lo, 2)} to {_n(say, hi, 2)} {noun}, "
+                                 f"{_f(say, decades, '.0f')} decades wide."))
+            continue
+        beyond = r["value"] > r["largest_in_sweep"]
+        say.states(r["value"], ">" if beyond else "<=", r["largest_in_sweep"])
+        where = (f"{say.shown(r['times_largest'], num(r['times_largest'], 2))}× the largest in the sweep: an "
+                 f"extrapolation" if beyond else "inside the sweep's range")
+        out.append(say.claim(f"{head}: beyond {_n(say, r['value'])}{_ci(say, r, 'ci')} {noun}, {gain} ({where})."))
     return out
 
 
-def _isoflop_sentences(doc: dict[str, Any]) -> list[str]:
+def _isoflop_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
     iso = doc.get("isoflop") or {}
     out = []
     for g in iso.get("groups", []):
-        if len(g["run_ids"]) < 3:
+        if g["n_runs"] < 3:
             continue
-        spread = "at equal compute" if g["spread"] < 1.05 else f"within {g['spread']:.2g}× in compute"
-        s = (f"IsoFLOP profile at C ≈ {num(g['flops'])} FLOPs ({len(g['run_ids'])} runs {spread}): the best "
-             f"run has {num(g['best_params'])} parameters")
+        say = Sentence()
+        spread = "at equal compute" if g["spread"] < 1.05 else f"within {_f(say, g['spread'], '.2g')}× in compute"
+        s = (f"IsoFLOP profile at C ≈ {_n(say, g['flops'])} FLOPs ({say.int(g['n_runs'])} runs {spread}): the best "
+             f"run has {_n(say, g['best_params'])} parameters")
         if "fitted_params" in g:
-            s += f"; the fitted optimum is {num(g['fitted_params'])}"
-        out.append(s + ".")
+            s += f"; the fitted optimum is {_n(say, g['fitted_params'])}"
+        out.append(say.claim(s + "."))
     a2 = iso.get("approach2")
     if a2 and "params" in a2:
-        out.append(f"Approach 2 (a parabola in log N per IsoFLOP profile of ≥ 4 sizes) gives N_opt ∝ "
-                   f"C^{a2['params']['a']:.2f} from {len(a2['optima'])} budgets.")
+        say = Sentence()
+        out.append(say.claim(f"Approach 2 (a parabola in log N per IsoFLOP profile of ≥ {say.int(a2['min_sizes'])} "
+                             f"sizes) gives N_opt ∝ C^{_f(say, a2['params']['a'], '.2f')} from "
+                             f"{say.int(a2['n_budgets'])} budgets."))
     return out
 
 
-def _entropy_sentences(doc: dict[str, Any]) -> list[str]:
+def _entropy_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
     chk = doc.get("entropy_check")
     if not chk:
         return []
+    say = Sentence()
+    h, gap = chk["entropy_rate"], chk["best_gap"]
+    above = gap > 0
+    say.states(gap, ">" if above else "<=", 0)
+    best = f"{_f(say, abs(gap), '.3g')} {'above' if above else 'below'}"
     if "E" not in chk:
-        return [f"The task's exact entropy rate is {chk['entropy_rate']:.4g} nats/token; the best run is "
-                f"{chk['best_gap']:.3g} above it."]
-    verdict = {True: "inside", False: "outside", None: "without"}[chk["inside"]]
-    return [f"Known floor: the chain's exact entropy rate is H = {chk['entropy_rate']:.4g} nats/token and the "
-            f"fitted E is {chk['E']:.4g}{_ci(chk, 'E_ci', 3)} (E − H = {chk['E_minus_H']:+.3g}; H is {verdict} "
-            f"the interval); the best run is {chk['best_gap']:.3g} above the floor."]
+        return [say.claim(f"The task's exact entropy rate is {_f(say, h, '.4g')} nats/token; the best run is "
+                          f"{best} it.")]
+    lo, hi = chk["E_ci"]
+    if chk["inside"] is None or lo is None or hi is None:
+        verdict = "without"
+    elif chk["inside"]:
+        say.states(h, ">=", lo)
+        say.states(h, "<=", hi)
+        verdict = "inside"
+    else:
+        say.states(h, "<" if h < lo else ">", lo if h < lo else hi)
+        verdict = "outside"
+    return [say.claim(f"Known floor: the chain's exact entropy rate is H = {_f(say, h, '.4g')} nats/token and the "
+                      f"fitted E is {_f(say, chk['E'], '.4g')}{_ci(say, chk, 'E_ci', 3)} (E − H = "
+                      f"{_f(say, chk['E_minus_H'], '+.3g')}; H is {verdict} the interval); the best run is {best} "
+                      f"the floor.")]

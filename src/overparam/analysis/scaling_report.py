@@ -23,6 +23,10 @@ scaling section and in the demo's headline comes from this document. In order:
    budgets hold 3 sizes, Approach 2 (a parabola per budget) as a cross-check.
 7. **Known floor**: on ``markov`` tasks the exact entropy rate is the true E; the fitted E is set
    against it.
+
+A sweep that varies anything besides size and tokens (its training data, ``task.mix``; the context;
+the learning rate) gets one such analysis per setting (``settings``): a law fitted across them would
+pool losses of different tasks and read their differences as an effect of N or D.
 """
 
 from __future__ import annotations
@@ -37,14 +41,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from overparam.analysis.scaling_reading import HOFFMANN, num, read_scaling  # noqa: F401 (re-exported)
+from overparam.analysis.scaling_reading import HOFFMANN, LEVEL, num, read_scaling  # noqa: F401 (num: re-exported)
+from overparam.analysis.scaling_reading import read_scaling_claims as read_claims
 from overparam.errors import OverparamError
+from overparam.report.claims import fmt_settings, texts
 
-VERSION = 1
+VERSION = 2
 ARTIFACT = "scaling"  # DIR/analyses/scaling.json
 ISO_TOL = 0.2  # decades of C within one IsoFLOP group: the demo grid's anti-diagonals span ≤ 0.18
 MIN_JOINT_POINTS = 7  # the five constants of L(N, D) and two degrees of freedom to check them
+APPROACH2_SIZES = 4  # sizes per IsoFLOP profile for Approach 2: a parabola's 3 constants and one point to check
 NAMES = ("E", "A", "B", "alpha", "beta")
+TOKEN_AXES = ("train.steps", "train.batch_size")  # what sets D, tokens seen, besides the context
+REPLICATES = ("seed", "task.seed", "task.noise_seed")  # averaged over, never a setting of its own
+DATA_AXES = ("task.mix", "task.path", "task.kind", "task.train_size")  # settings that change the training data
 
 
 # -- the law, for one constant set or many -------------------------------------------------------------
@@ -113,7 +123,9 @@ def sweep_points(directory: str | Path) -> pd.DataFrame:
         out["train_loss"] = runs["train_loss"].to_numpy(float)
     if "entropy_rate" in runs:
         out["entropy_rate"] = runs["entropy_rate"].to_numpy(float)
-    return out.sort_values(["params", "tokens"], kind="stable").reset_index(drop=True)
+    out = out.sort_values(["params", "tokens"], kind="stable").reset_index(drop=True)
+    out.attrs["directory"] = str(directory)
+    return out
 
 
 def _ratio_range(points: pd.DataFrame) -> list[float] | None:
@@ -124,14 +136,26 @@ def _ratio_range(points: pd.DataFrame) -> list[float] | None:
 
 
 def joint_fit_problem(points: pd.DataFrame) -> str | None:
-    """Why L(N, D) cannot be identified from these points, or None when it can."""
+    """Why L(N, D) cannot be identified from these points, or None when it can (the counts themselves are
+    stated beside it, in the sentence that names the grid)."""
     n_sizes, n_tokens = points["params"].nunique(), points["tokens"].nunique()
     if n_sizes < 3 or n_tokens < 3:
-        return (f"{n_sizes} distinct model size(s) and {n_tokens} token budget(s); the joint law needs at "
-                f"least 3 of each")
+        return "the joint law needs at least 3 distinct model sizes and 3 token budgets"
     if len(points) < MIN_JOINT_POINTS:
         return f"{len(points)} runs for 5 constants; the joint law needs at least {MIN_JOINT_POINTS}"
     return None
+
+
+def setting_axes(directory: str | Path, runs: pd.DataFrame | None = None) -> list[str]:
+    """The keys a sweep varies besides model size, tokens and seeds: each of their settings is a task of its own."""
+    from overparam.store import load_runs, open_store
+
+    runs = load_runs(directory) if runs is None else runs
+    with open_store(directory) as store:
+        sizes = store.meta("size_axes") or []
+    done = runs[runs["status"] == "done"] if "status" in runs else runs
+    return [c for c in done.columns if "." in c and c not in (*sizes, *TOKEN_AXES, *REPLICATES)
+            and done[c].astype(str).nunique() > 1]
 
 
 # -- the analysis -------------------------------------------------------------------------------------
@@ -149,17 +173,45 @@ def analyze_scaling_sweep(directory: str | Path, bootstrap: int = 1000, seed: in
     if len(points) < 3:
         raise OverparamError(f"{directory}: {len(points)} finished language-model run(s) with a token count; "
                              f"a scaling fit needs at least 3")
-    doc: dict[str, Any] = {
+    axes = setting_axes(directory)
+    if axes:
+        doc = _header(points, directory, bootstrap, seed, min_gain)
+        doc["split"] = {"axes": axes, "what": "training data" if set(axes) <= set(DATA_AXES) else "settings"}
+        doc["settings"] = [_setting(sub, fixed, bootstrap, seed, min_gain) for fixed, sub in _by_setting(points, axes)]
+        doc["law"], doc["fit"] = None, None
+    else:
+        doc = _analyze_points(points, directory, bootstrap, seed, min_gain)
+    doc["claims"] = read_claims(_plain(doc))
+    doc["sentences"] = texts(doc["claims"])
+    doc["headline"] = read_scaling(_plain(doc), short=True)
+    doc["seconds"] = round(time.perf_counter() - start, 2)
+    doc = _plain(doc)
+    if write:
+        write_artifact(directory, doc)
+    return doc
+
+
+def _header(points: pd.DataFrame, directory: Path, bootstrap: int, seed: int, min_gain: float) -> dict[str, Any]:
+    """What every scaling document states: its points, grid, conventions, and the settings of its reading."""
+    return {
         "version": VERSION, "directory": str(directory), "loss": "test_loss (nats/token)",
         "conventions": {"params": "total trainable parameters, embeddings included",
                         "tokens": "training tokens seen", "flops": "C = 6 N D",
                         "flops_counted_over_6nd": _ratio_range(points)},
-        "run_ids": sorted(points["run_id"]), "points": points.to_dict(orient="records"),
+        "run_ids": sorted(points["run_id"]), "points": points.to_dict(orient="records"), "n_runs": len(points),
         "grid": {"params": sorted(points["params"].unique().tolist()),
                  "tokens": sorted(points["tokens"].unique().tolist()),
-                 "flops": [float(points["flops"].min()), float(points["flops"].max())]},
-        "bootstrap": int(bootstrap), "seed": int(seed), "min_gain": float(min_gain), "notes": [],
+                 "flops": [float(points["flops"].min()), float(points["flops"].max())],
+                 "n_sizes": int(points["params"].nunique()), "n_budgets": int(points["tokens"].nunique())},
+        "bootstrap": int(bootstrap), "seed": int(seed), "min_gain": float(min_gain), "level": LEVEL,
+        "reference": HOFFMANN, "notes": [],
     }
+
+
+def _analyze_points(points: pd.DataFrame, directory: Path, bootstrap: int, seed: int,
+                    min_gain: float) -> dict[str, Any]:
+    """Fit, frontier, backtest, thresholds, IsoFLOP groups and the entropy check of one set of points."""
+    doc = _header(points, directory, bootstrap, seed, min_gain)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # wild bootstrap resamples overflow exp()
         problem = joint_fit_problem(points)
@@ -168,13 +220,38 @@ def analyze_scaling_sweep(directory: str | Path, bootstrap: int = 1000, seed: in
             _fallback(points, bootstrap, seed, min_gain, doc, problem or "the joint fit failed")
         _isoflop(points, doc)
         _entropy_check(points, doc)
-    doc["sentences"] = read_scaling(doc)
-    doc["headline"] = read_scaling(doc, short=True)
-    doc["seconds"] = round(time.perf_counter() - start, 2)
-    doc = _plain(doc)
-    if write:
-        write_artifact(directory, doc)
     return doc
+
+
+def _by_setting(points: pd.DataFrame, axes: list[str]) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The points of each setting of ``axes``, in the order the sweep first ran them."""
+    from overparam.store import load_runs
+
+    runs = load_runs(points.attrs["directory"]).set_index("id")
+    keys = [json.dumps([str(runs.at[r, a]) for a in axes]) for r in points["run_id"]]
+    out = []
+    for key in dict.fromkeys(keys):
+        sub = points[[k == key for k in keys]].reset_index(drop=True)
+        first = runs.loc[sub["run_id"].iloc[0]]
+        out.append(({a: _setting_value(first[a]) for a in axes}, sub))
+    return out
+
+
+def _setting_value(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _setting(points: pd.DataFrame, fixed: dict[str, Any], bootstrap: int, seed: int,
+             min_gain: float) -> dict[str, Any]:
+    """One setting's analysis (three runs at least), labelled by its settings."""
+    label = fmt_settings(fixed)
+    if len(points) < 3:
+        return {"fixed": fixed, "label": label, "n_runs": len(points), "run_ids": sorted(points["run_id"]),
+                "min_runs": 3, "skipped": f"{len(points)} runs; a scaling fit needs at least 3"}
+    doc = _analyze_points(points, Path(points.attrs["directory"]), bootstrap, seed, min_gain)
+    return {"fixed": fixed, "label": label, **doc}
 
 
 def write_artifact(directory: Path, doc: dict[str, Any]) -> Path:
@@ -188,19 +265,29 @@ def write_artifact(directory: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+def load_fresh(directory: str | Path) -> dict[str, Any] | None:
+    """``DIR/analyses/scaling.json`` when it describes the sweep's current finished runs, else None."""
+    directory = Path(directory)
+    path = directory / "analyses" / f"{ARTIFACT}.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (isinstance(doc, dict) and doc.get("version") == VERSION
+            and doc.get("run_ids") == sorted(sweep_points(directory)["run_id"])):
+        return doc
+    return None
+
+
 def load_or_analyze(directory: str | Path, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """``DIR/analyses/scaling.json`` when it describes the sweep's current finished runs, else a fresh
     analysis (written there): a sweep resumed after the analysis never shows stale numbers."""
     directory = Path(directory)
-    path = directory / "analyses" / f"{ARTIFACT}.json"
-    if path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            doc = None
-        if (doc and doc.get("version") == VERSION
-                and doc.get("run_ids") == sorted(sweep_points(directory)["run_id"])):
-            return doc
+    doc = load_fresh(directory)
+    if doc is not None:
+        return doc
     doc = analyze_scaling_sweep(directory, bootstrap=bootstrap, seed=seed, write=False)
     try:
         write_artifact(directory, doc)
@@ -230,9 +317,9 @@ def _joint(points, bootstrap, seed, min_gain, doc) -> bool | None:
         "tokens": _threshold(p, samples(doc), "B", "beta", min_gain, points["tokens"].max())}
     sizes = np.unique(points["params"])
     train = points[points["params"] < sizes[-1]]
-    problem = joint_fit_problem(train) if len(sizes) >= 2 else "one size"
+    problem = joint_fit_problem(train)  # the joint fit had 3 sizes or more: train keeps 2 at least
     if problem:
-        doc["backtest"] = {"skipped": f"without the largest size: {problem}"}
+        doc["backtest"] = {"skipped": f"without the largest size, {len(sizes) - 1} sizes are left and {problem}"}
     else:
         doc["backtest"] = extrapolation_backtest(fit.fitter, points[["params", "tokens", "flops", "loss"]],
                                                  holdout=1 / len(sizes))
@@ -251,8 +338,9 @@ def _fallback(points, bootstrap, seed, min_gain, doc, reason) -> None:
     doc["frontier"], doc["compute_optimal"] = None, None
     if at["params"].nunique() < 3:
         doc["law"], doc["fit"] = None, None
-        doc["fallback"]["note"] = (f"{at['params'].nunique()} distinct size(s) at the largest budget: "
-                                   f"no power law either")
+        sizes = at["params"].nunique()
+        doc["fallback"]["note"] = (f"{'only one size' if sizes == 1 else f'only {sizes} sizes'} at the largest "
+                                   f"budget, so no power law in N either")
         doc["backtest"], doc["diminishing_returns"] = None, None
         return
     frame = at[["params", "tokens", "flops", "loss"]].reset_index(drop=True)
@@ -287,7 +375,9 @@ def _fit_block(fit, data: pd.DataFrame, names: tuple[str, ...] = NAMES) -> dict[
             "bootstrap": fit.bootstrap, "bootstrap_finite": len(finite), "sample_names": list(names),
             "samples": [[float(f"{v:.6g}") for v in r] for r in finite],
             "in_sample_mean_abs_rel_error": float(np.mean(np.abs(rel))),
-            "in_sample_max_abs_rel_error": float(np.max(np.abs(rel))), "search": fit.extras.get("search")}
+            "in_sample_max_abs_rel_error": float(np.max(np.abs(rel))), "search": fit.extras.get("search"),
+            # as many points as constants: the curve passes through each, so errors and intervals say nothing
+            "exact": fit.n_points <= len(names)}
 
 
 def _frontier(p, boot, flops_range, count: int = 7) -> list[dict[str, Any]]:
@@ -309,10 +399,13 @@ def _frontier(p, boot, flops_range, count: int = 7) -> list[dict[str, Any]]:
 
 def _threshold(p, boot, scale, exponent, min_gain, largest) -> dict[str, Any]:
     value = doubling_threshold(p[scale], p[exponent], min_gain)
-    out = {"value": value if math.isfinite(value) else None, "min_gain": min_gain, "largest_in_sweep": largest}
+    out = {"value": value if math.isfinite(value) else None, "min_gain": min_gain, "largest_in_sweep": largest,
+           "times_largest": value / largest if math.isfinite(value) and largest > 0 else None}
     if boot:
         lo, hi = band(np.array([[doubling_threshold(q[scale], q[exponent], min_gain)] for q in boot]))
         out["ci"] = [float(lo[0]), float(hi[0])]
+        if lo[0] > 0 and np.isfinite(hi[0]):
+            out["ci_decades"] = float(np.log10(hi[0] / lo[0]))  # how many decades the interval spans
     return out
 
 
@@ -364,19 +457,20 @@ def _isoflop(points: pd.DataFrame, doc: dict[str, Any]) -> None:
         c = float(np.exp(np.log(g["flops"]).mean()))
         best = g.loc[g["loss"].idxmin()]
         entry = {"flops": c, "spread": float(g["flops"].max() / g["flops"].min()),
-                 "run_ids": g["run_id"].tolist(), "best_params": float(best["params"]),
+                 "run_ids": g["run_id"].tolist(), "n_runs": len(g), "best_params": float(best["params"]),
                  "best_loss": float(best["loss"])}
         if doc.get("law") == "chinchilla":
             entry["fitted_params"] = float(optimum(doc["fit"]["params"], c)[0])
         groups.append(entry)
     doc["isoflop"] = {"tolerance_decades": ISO_TOL, "groups": groups}
     # Approach 2 only where each parabola (3 constants) has a point left to check it
-    wide = [g for g in groups if points[points["run_id"].isin(g["run_ids"])]["params"].nunique() >= 4]
+    wide = [g for g in groups if points[points["run_id"].isin(g["run_ids"])]["params"].nunique() >= APPROACH2_SIZES]
     if len(wide) >= 2:
         ids = [i for g in wide for i in g["run_ids"]]
         try:
             fitter.fit(points[points["run_id"].isin(ids)][["params", "tokens", "flops", "loss"]])
             doc["isoflop"]["approach2"] = {"params": fitter.params_, "optima": fitter.optima_.to_dict("records"),
+                                           "n_budgets": len(fitter.optima_), "min_sizes": APPROACH2_SIZES,
                                            "skipped_budgets": fitter.skipped_budgets_}
         except OverparamError as exc:
             doc["isoflop"]["approach2"] = {"skipped": str(exc)}

@@ -37,6 +37,7 @@ def check_number(name: str, value: float) -> None:
 def run(args: argparse.Namespace) -> int:
     from overparam.analysis.double_descent import analyze_double_descent, require_finished
     from overparam.cli import print_json
+    from overparam.data import is_language_task
     from overparam.store import load_curves, load_runs
 
     check_number("--eps", args.eps)
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
+    from overparam.report.claims import fmt_settings
     from overparam.report.reading import answer_claim, read_curve
 
     family = runs["model.family"].iloc[0] if "model.family" in runs else None
@@ -65,16 +67,41 @@ def run(args: argparse.Namespace) -> int:
     if answer:
         print(answer["text"])
     print(f"(over seeds: the {args.stat}; --stat to change)")
-    for curve in doc["curves"]:
-        fixed = ", ".join(f"{k}={v}" for k, v in curve["fixed"].items())
-        print(f"curve over {curve['axis']}" + (f" ({fixed})" if fixed else "") + ":")
-        for sentence in read_curve(curve, family):
-            print(f"  {sentence}")
+    language = is_language_task({"kind": runs["task.kind"].iloc[0] if "task.kind" in runs else None,
+                                 "text_column": runs["task.text_column"].iloc[0] if "task.text_column" in runs
+                                 else None})
+    if language:  # no error to interpolate: the loss against size and tokens is a scaling law's to read
+        print_scaling(args.dir)
+    else:
+        for curve in doc["curves"]:
+            fixed = fmt_settings(curve["fixed"], "=")
+            print(f"curve over {curve['axis']}" + (f" ({fixed})" if fixed else "") + ":")
+            for sentence in read_curve(curve, family):
+                print(f"  {sentence}")
     from overparam.report.in_context_reading import print_blocks
 
     print_blocks(measured)
-    if "epochwise" in doc:
+    if "epochwise" in doc and not language:
+        from overparam.report.epochwise_section import counted
+
         ew = doc["epochwise"]
-        print(f"epoch-wise: {ew['n_with_second_descent']} of {len(ew['sizes'])} sizes show a second descent "
-              f"of {ew['metric'].replace('_', ' ')} over training time")
+        noun, detail = counted(ew, doc["curves"][0]["axis"])
+        print(f"epoch-wise: {ew['n_with_second_descent']} of {len(ew['sizes'])} {noun}"
+              + (f" ({detail})" if detail else "") + f" show a second descent of {ew['metric'].replace('_', ' ')} "
+              "over training time")
     return 0
+
+
+def print_scaling(directory: str) -> None:
+    """The scaling law's headline when ``overparam report`` or ``fit``'s analysis of these runs is stored,
+    else which commands read it (fitting it here would cost seconds of bootstrap on every call)."""
+    from overparam.analysis.scaling_report import load_fresh
+
+    doc = load_fresh(directory)
+    if doc is None:
+        print(f"scaling law: not fitted here; overparam fit {directory} fits it to these runs, and overparam "
+              f"report {directory} draws it with its intervals")
+        return
+    print("scaling law (analyses/scaling.json):")
+    for sentence in doc["headline"]:
+        print(f"  {sentence}")

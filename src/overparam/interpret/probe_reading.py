@@ -12,8 +12,9 @@ BASELINE_WORDS = {"bigram": "the bigram statistics of the training text (the lab
                   "identity": "the token's identity alone (the same probe on a one-hot of the current token)"}
 
 
-def _signed(v: float) -> str:
-    return f"{v:+.3f}"
+def signed(v: float) -> str:
+    """+0.013, -0.046; a value that rounds to zero reads 0.000, not -0.000."""
+    return "0.000" if abs(v) < 0.0005 else f"{v:+.3f}"
 
 
 def _layers(values: list[int]) -> str:
@@ -29,14 +30,14 @@ def gain_sentence(doc: dict[str, Any]) -> str:
     best = max(layers, key=lambda r: (r["gain"], -r["layer"]))
     lo, hi = best["gain_ci"]
     where = f"layer {best['layer']}" + (", the embedding," if best["layer"] == 0 else "")
-    interval = f"95 % t-interval over {folds} folds {_signed(lo)} to {_signed(hi)}"
+    interval = f"{100 * doc.get('level', 0.95):g} % t-interval over {folds} folds {signed(lo)} to {signed(hi)}"
     against = f"{best['accuracy']:.3f} against {best['baseline_accuracy']:.3f} from {BASELINE_WORDS[base['kind']]}"
     if lo > 0:
         where = where.removesuffix(",")
         return (f"{where.capitalize()} reads {target} best beyond what the current token gives: accuracy {against}, a "
-                f"gain of {_signed(best['gain'])} ({interval}).")
+                f"gain of {signed(best['gain'])} ({interval}).")
     return (f"No layer reads {target} reliably better than {BASELINE_WORDS[base['kind']]}: the largest gain, "
-            f"{_signed(best['gain'])} at {where.removesuffix(',')} with accuracy {best['accuracy']:.3f} against "
+            f"{signed(best['gain'])} at {where.removesuffix(',')} with accuracy {best['accuracy']:.3f} against "
             f"{best['baseline_accuracy']:.3f}, has a {interval} that includes 0.")
 
 
@@ -47,9 +48,9 @@ def selectivity_sentence(doc: dict[str, Any]) -> str | None:
     if not negative:
         best = max(layers, key=lambda r: r["selectivity"])
         return (f"Selectivity (accuracy − control accuracy, Hewitt & Liang 2019) is positive at every layer, "
-                f"largest at layer {best['layer']} ({_signed(best['selectivity'])}).")
+                f"largest at layer {best['layer']} ({signed(best['selectivity'])}).")
     ids = [r["layer"] for r in negative]
-    sel = ", ".join(_signed(r["selectivity"]) for r in negative)
+    sel = ", ".join(signed(r["selectivity"]) for r in negative)
     ctrl = ", ".join(f"{r['control_accuracy']:.3f}" for r in negative)
     acc = ", ".join(f"{r['accuracy']:.3f}" for r in negative)
     identity = doc["baseline"]["identity_accuracy"]

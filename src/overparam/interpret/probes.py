@@ -165,7 +165,10 @@ def fold_blocks(n: int, folds: int) -> list[np.ndarray]:
     return [np.arange(edges[i], edges[i + 1]) for i in range(folds)]
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> list[float]:
+LEVEL = 0.95  # the gain's t-interval over the folds, two-sided
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> list[float]:
     """mean ± t_{(1+level)/2, k−1} · sd / √k over k values (one per fold)."""
     from scipy.stats import t
 
@@ -261,7 +264,7 @@ def probe_layers(hidden: Sequence[np.ndarray], labels: np.ndarray, types: np.nda
         values, counts = np.unique(y[tr], return_counts=True)
         return float(np.mean(y[te] == values[np.argmax(counts)]))
 
-    return {"layers": layers, "baseline": baseline, "folds": folds,
+    return {"layers": layers, "baseline": baseline, "folds": folds, "level": LEVEL,
             "n_train": int((last_train & (labels >= 0)).sum()), "n_test": int((~last_train & (labels >= 0)).sum()),
             "n_scored": int((labels >= 0).sum()), "classes": int(len(np.unique(labels[labels >= 0]))),
             "majority": majority(labels), "control_majority": majority(control)}

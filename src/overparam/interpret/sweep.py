@@ -15,13 +15,20 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 2  # 2: probe gains over a token-identity / bigram baseline; ablation token counts
+VERSION = 3  # 2: probe gains over a token-identity / bigram baseline; ablation token counts; 3: what sentences quote
 ARTIFACT = "interpret"
 LANGUAGE_FAMILIES = ("gpt", "hf-causal-lm")  # families whose runs the sweep view inspects
 
 
-def default_target(kind: str) -> str:
-    """The probe target a sweep view uses: the next character's class for text, the chain state for markov."""
+PROBED_KINDS = ("text", "hf", "markov")  # tasks with a built-in probe target; icl-markov and fewshot have none
+
+
+def default_target(kind: str) -> str | None:
+    """The probe target a sweep view uses: the next character's class for text, the chain state for markov;
+    None for tasks whose tokens name no character or state (icl-markov, fewshot: their in-context sections
+    read the heads)."""
+    if kind not in PROBED_KINDS:
+        return None
     return "markov_state" if kind == "markov" else "next_char_class"
 
 
@@ -58,6 +65,7 @@ def analyze_run(run: Any, target: str, n_tokens: int, ablation_tokens: int) -> d
             "n_head": m["n_head"], "context": run.context, "test_loss": run.metrics.get("test_loss"),
             "head_layers": stats.layers(), "heads": stats.heads(), "probe": probe["layers"],
             "probe_majority": probe["majority"], "probe_baseline": probe["baseline"], "probe_folds": probe["folds"],
+            "probe_level": probe["level"], "mean_gain": float(np.mean([p["gain"] for p in probe["layers"]])),
             "loss": ablation["loss"], "ablation_tokens": ablation["tokens"],
             "ablation_measured_on": ablation["measured_on"],
             "importance": [h["importance"] for h in ablation["heads"]], "pruning": ablation["curve"],
@@ -85,6 +93,8 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
         return None
     kind = chosen[0]["config"]["task"]["kind"]
     target = target or default_target(kind)
+    if target is None:
+        return None
     key = {"version": VERSION, "runs": [r["id"] for r in chosen], "target": target, "n_tokens": n_tokens,
            "ablation_tokens": ablation_tokens}
     path = directory / "analyses" / f"{ARTIFACT}.json"
@@ -112,7 +122,11 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
         results.append(analyze_run(run, target, n_tokens, ablation_tokens))
     if not results:
         return None
-    doc = {"key": key, "target": target, "kind": kind, "runs": results}
+    context = results[0]["context"]
+    doc = {"key": key, "target": target, "kind": kind, "runs": results,
+           # a head attending uniformly over the second copy of a repeated sequence: what an induction score
+           # is read against (the mean of 1/(t + 1) over its positions)
+           "uniform_induction": float(np.mean(1.0 / np.arange(context // 2 + 1, context + 1)))}
     doc["sentences"] = sentences(doc)
     try:
         path.parent.mkdir(exist_ok=True)
@@ -130,12 +144,13 @@ def _size(r: dict[str, Any]) -> str:
 
 def probe_doc(doc: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
     """The probe document of one run of the sweep view, as ``overparam probe --json`` has it."""
-    return {"target": doc["target"], "layers": r["probe"], "baseline": r["probe_baseline"], "folds": r["probe_folds"]}
+    return {"target": doc["target"], "layers": r["probe"], "baseline": r["probe_baseline"], "folds": r["probe_folds"],
+            "level": r.get("probe_level", 0.95)}
 
 
 def sentences(doc: dict[str, Any]) -> list[str]:
     """What the sweep view says, in a few sentences read off its numbers."""
-    from overparam.interpret.probe_reading import gain_sentence, selectivity_sentence
+    from overparam.interpret.probe_reading import gain_sentence, selectivity_sentence, signed
 
     runs = doc["runs"]
     small, large = runs[0], runs[-1]
@@ -143,16 +158,15 @@ def sentences(doc: dict[str, Any]) -> list[str]:
     for label, r in (("Largest model", large), ("Smallest model", small))[: 1 if len(runs) == 1 else 2]:
         text = gain_sentence(probe_doc(doc, r))
         out.append(f"{label}, {_size(r)}: {text[0].lower()}{text[1:]}")
-    mean = [float(np.mean([p["gain"] for p in r["probe"]])) for r in (small, large)]
     if len(runs) > 1:
-        out.append(f"Averaged over layers, the gain over the baseline is {mean[0]:+.3f} in the smallest model and "
-                   f"{mean[1]:+.3f} in the largest.")
+        out.append(f"Averaged over layers, the gain over the baseline is {signed(small['mean_gain'])} in the "
+                   f"smallest model and {signed(large['mean_gain'])} in the largest.")
     sel = selectivity_sentence(probe_doc(doc, large))
     if sel:
         out.append(f"In the largest model: {sel[0].lower()}{sel[1:]}")
     ind = [max(layer["max_induction"] for layer in r["head_layers"]) for r in runs]
     prev = [max(layer["max_previous_token"] for layer in r["head_layers"]) for r in runs]
-    uniform = float(np.mean(1.0 / np.arange(small["context"] // 2 + 1, small["context"] + 1)))
+    uniform = doc["uniform_induction"]
     out.append(f"The strongest induction head (attention to the token after the previous occurrence, on a "
                f"repeated random sequence; Olsson et al. 2022) scores {ind[0]:.2f} in the smallest model and "
                f"{ind[-1]:.2f} in the largest (a uniform head: {uniform:.2f}); the strongest previous-token "

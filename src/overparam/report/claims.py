@@ -46,6 +46,26 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 1024:.3g} KiB" if n >= 1024 else f"{n:.0f} bytes"
 
 
+def fmt_setting(v: Any) -> str:
+    """A sweep setting as a reader names it: a text mix by its domains ("docs + stdlib", weights when they
+    differ: "docs 1 + stdlib 3"), a list as its items, anything else as written in the spec."""
+    if isinstance(v, list) and v and all(isinstance(e, dict) and "name" in e for e in v):
+        weights = {e.get("weight", 1) for e in v}
+        return " + ".join(str(e["name"]) + (f" {e.get('weight', 1):g}" if len(weights) > 1 else "") for e in v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(fmt_setting(e) for e in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {fmt_setting(e)}" for k, e in v.items()) + "}"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def fmt_settings(fixed: dict[str, Any], sep: str = " = ") -> str:
+    """'task.mix = docs + stdlib, train.lr = 0.01': the settings that tell one curve or row from another."""
+    return ", ".join(f"{k}{sep}{fmt_setting(v)}" for k, v in fixed.items())
+
+
 class Sentence:
     """Collects the numbers a sentence quotes and the comparisons it states, as it is written."""
 
@@ -56,6 +76,10 @@ class Sentence:
     def _keep(self, value: Any, text: str) -> str:
         self.numbers.append((float(value), text))
         return text
+
+    def shown(self, v: float, text: str) -> str:
+        """``v`` as another formatter printed it (a section's own units, e.g. "30.8k" or "1.2e15")."""
+        return self._keep(v, text)
 
     def num(self, v: float, digits: int = 3) -> str:
         return self._keep(v, fmt_num(v, digits))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
+from overparam.report.claims import fmt_pct, fmt_settings
 from overparam.report.sections import Section, SweepContext, language_sweep
 
 MIN_STEPS = 4  # evaluated steps a curve needs before a heatmap says anything over time
@@ -70,33 +71,35 @@ def heatmap_figure(table: pd.DataFrame, axis: str, metric: str, title: str) -> b
     return plots.to_png(fig)
 
 
-def _counted(doc: dict[str, Any], axis: str) -> tuple[str, str]:
+def counted(doc: dict[str, Any], axis: str) -> tuple[str, str]:
     """What a row of the analysis is, counted right: ("sizes", "") when only the size varies, else
-    ("curves", " (2 sizes × 3 settings of train.lr)"): a (setting, size) curve is not a size."""
+    ("curves", "2 sizes × 3 settings of train.lr"): a (setting, size) curve is not a size."""
     rows = doc["sizes"]
     sizes = {str(r["size"]) for r in rows}
     settings = {tuple(sorted(r["fixed"].items())) for r in rows}
     if len(settings) <= 1:
         return "sizes", ""
     names = sorted({k for r in rows for k in r["fixed"]})
-    return "curves", (f" ({len(sizes)} size{'s' if len(sizes) != 1 else ''} of {axis} × {len(settings)} settings "
-                      f"of {', '.join(names)})")
+    return "curves", (f"{len(sizes)} size{'s' if len(sizes) != 1 else ''} of {axis} × {len(settings)} settings "
+                      f"of {', '.join(names)}")
 
 
 def _sentences(doc: dict[str, Any], axis: str) -> list[str]:
     rows = doc["sizes"]
     metric = doc["metric"].replace("_", " ")
-    noun, detail = _counted(doc, axis)
+    noun, detail = counted(doc, axis)
     bumps = [r for r in rows if r["second_descent"]]
     out = []
     if not bumps:
         out.append(f"No {noun[:-1]} shows an epoch-wise peak: along training, no seed-mean {metric} curve rises by "
-                   f"{doc['rise']:.0%} and falls back again ({len(rows)} {noun} read{detail}).")
+                   f"{fmt_pct(doc['rise'])} and falls back again ({len(rows)} {noun} read"
+                   + (f": {detail})." if detail else ")."))
     else:
         top = max(bumps, key=lambda r: r["prominence"] / max(r["min_after"], 1e-300))
-        fixed = ", ".join(f"{k} = {v}" for k, v in top["fixed"].items())
+        fixed = fmt_settings(top["fixed"])
         where = f"{axis} = {top['size']}" + (f" ({fixed})" if fixed else "")
-        out.append(f"{len(bumps)} of {len(rows)} {noun}{detail} show epoch-wise double descent: the {metric} "
+        out.append(f"{len(bumps)} of {len(rows)} {noun}" + (f" ({detail})" if detail else "")
+                   + f" show epoch-wise double descent: the {metric} "
                    f"falls, rises and falls again over training.")
         out.append(f"The clearest is {where}: {top['min_before']:.3g} at step {top['min_before_step']}, up to "
                    f"{top['peak_value']:.3g} at step {top['peak_step']}, down to {top['min_after']:.3g} at step "
@@ -105,10 +108,10 @@ def _sentences(doc: dict[str, Any], axis: str) -> list[str]:
             and r["final_value"] > r["best_value"] * (1 + doc["rise"])]
     if late:
         worst = max(late, key=lambda r: r["final_value"] / max(r["best_value"], 1e-300))
-        fixed = ", ".join(f"{k} = {v}" for k, v in worst["fixed"].items())
+        fixed = fmt_settings(worst["fixed"])
         where = f"{axis} = {worst['size']}" + (f", {fixed}" if fixed else "")
         out.append(f"{len(late)} of {len(rows)} {noun} end training above their best {metric} by more than "
-                   f"{doc['rise']:.0%}; most at {where}, best {worst['best_value']:.3g} at step "
+                   f"{fmt_pct(doc['rise'])}; most at {where}, best {worst['best_value']:.3g} at step "
                    f"{worst['best_step']} and final {worst['final_value']:.3g}: early stopping would help there.")
     return out
 

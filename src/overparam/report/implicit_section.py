@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
+from overparam.report.claims import Sentence, fmt_pct, fmt_settings, texts
 from overparam.report.reading import fmt_num
 from overparam.report.sections import Section, SweepContext
 
@@ -32,7 +33,7 @@ def _size_text(axis: str, row: dict[str, Any]) -> str:
 
 
 def _fixed_text(fixed: dict[str, Any]) -> str:
-    return ", ".join(f"{k} = {v}" for k, v in fixed.items())
+    return fmt_settings(fixed)
 
 
 def _x(sizes: list[dict[str, Any]]) -> tuple[list[float], str]:
@@ -177,7 +178,16 @@ def _ends(group: dict[str, Any], metric: str) -> tuple[dict, dict] | None:
     return (sizes[0], sizes[-1]) if len(sizes) >= 2 else None
 
 
-def _norm_sentences(doc: dict[str, Any]) -> list[str]:
+def _pcts(say: Sentence, a: float, b: float) -> tuple[str, str]:
+    """Two fractions as percents with enough digits that different values read differently."""
+    digits = 3
+    while a != b and fmt_pct(a, digits) == fmt_pct(b, digits) and digits < 9:
+        digits += 1
+    return say.pct(a, digits), say.pct(b, digits)
+
+
+def _norm_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """How far training moved the weights, smallest vs largest size, absolute and relative to ‖θ₀‖."""
     out = []
     for group in doc["by_size"][:MAX_SENTENCE_GROUPS]:
         head = f"{_fixed_text(group['fixed'])}: " if group["fixed"] else ""
@@ -185,38 +195,44 @@ def _norm_sentences(doc: dict[str, Any]) -> list[str]:
         if ends is None:
             continue
         a, b = ends
+        say = Sentence()
         da, db = a["distance_from_init"]["median"], b["distance_from_init"]["median"]
         seeds = max(a["distance_from_init"]["n"], b["distance_from_init"]["n"])
-        s = (f"{head}Training moved the weights ‖θ − θ₀‖ = {fmt_num(da)} at {_size_text(doc['axis'], a)} and "
-             f"{fmt_num(db)} at {_size_text(doc['axis'], b)}" + (f" (median over {seeds} seeds)" if seeds > 1 else ""))
-        ia, ib = a.get("init_norm"), b.get("init_norm")
-        if ia and ib and ia["median"] > 0 and ib["median"] > 0:
-            ra, rb = da / ia["median"], db / ib["median"]
-            verdict = ("the larger model moved relatively less, closer to the lazy (linearized) regime" if rb < ra
+        s = (f"{head}Training moved the weights ‖θ − θ₀‖ = {say.num(da)} at {_size_text(doc['axis'], a)} and "
+             f"{say.num(db)} at {_size_text(doc['axis'], b)}" + (f" (median over {seeds} seeds)" if seeds > 1 else ""))
+        ra, rb = a.get("relative_distance"), b.get("relative_distance")
+        if ra and rb:
+            less = rb["median"] < ra["median"]
+            say.states(rb["median"], "<" if less else ">=", ra["median"])
+            verdict = ("the larger model moved relatively less, closer to the lazy (linearized) regime" if less
                        else "the larger model moved relatively more")
-            s += f"; relative to ‖θ₀‖ that is {ra:.1%} and {rb:.1%}: {verdict}"
+            shown_a, shown_b = _pcts(say, ra["median"], rb["median"])
+            s += f"; relative to ‖θ₀‖ that is {shown_a} and {shown_b}: {verdict}"
         elif a.get("param_norm") and b.get("param_norm"):
-            s += (f"; ‖θ‖ goes from {fmt_num(a['param_norm']['median'])} to "
-                  f"{fmt_num(b['param_norm']['median'])}")
-        out.append(s + ".")
+            s += (f"; ‖θ‖ goes from {say.num(a['param_norm']['median'])} to "
+                  f"{say.num(b['param_norm']['median'])}")
+        out.append(say.claim(s + "."))
     return out
 
 
-def _min_norm_sentence(doc: dict[str, Any]) -> list[str]:
+def _min_norm_claims(doc: dict[str, Any]) -> list[dict[str, Any]]:
     rows = [s for g in doc["by_size"] for s in g["sizes"] if s.get("distance_to_min_norm")]
     if not rows:
         return []
+    say = Sentence()
     worst = max(rows, key=lambda s: s["distance_to_min_norm"]["max"])
     dist = worst["distance_to_min_norm"]["max"]
     ref = worst["min_norm_norm"]["median"] if worst.get("min_norm_norm") else None
     n = sum(s["distance_to_min_norm"]["n"] for s in rows)
     if ref and dist <= 1e-6 * ref:
-        return [f"Every one of the {n} linear-in-parameters runs ended within {fmt_num(dist)} of the minimum-norm "
-                f"solution (‖w*‖ = {fmt_num(ref)} there): training found the min-norm interpolant."]
-    rel = f", {dist / ref:.1%} of ‖w*‖ = {fmt_num(ref)}" if ref else ""
-    return [f"The largest distance to the minimum-norm solution is {fmt_num(dist)} at "
-            f"{_size_text(doc['axis'], worst)}{rel}: there training stopped short of it, or was pulled away "
-            f"(weight decay, early stopping, a loss other than MSE)."]
+        return [say.claim(f"Every one of the {say.int(n)} linear-in-parameters runs ended within {say.num(dist)} of "
+                          f"the minimum-norm solution, where ‖w*‖ = {say.num(ref)}: training found the min-norm "
+                          f"interpolant.")]
+    rel = worst.get("relative_distance_to_min_norm")
+    share = f", up to {say.pct(rel['max'])} of ‖w*‖" if rel else ""
+    return [say.claim(f"The largest distance to the minimum-norm solution is {say.num(dist)} at "
+                      f"{_size_text(doc['axis'], worst)}{share}: there training stopped short of it, or was pulled "
+                      f"away (weight decay, early stopping, a loss other than MSE).")]
 
 
 def _sharpness_size_sentences(doc: dict[str, Any]) -> list[str]:
@@ -341,7 +357,8 @@ def implicit_section(ctx: SweepContext) -> Section | None:
                                 "median over seeds, band = range" + ("; right: distance to the min-norm solution."
                                                                      if "distance_to_min_norm" in doc["metrics"]
                                                                      else ".")))
-    section.sentences += _norm_sentences(doc) + _min_norm_sentence(doc)
+    section.claims = _norm_claims(doc) + _min_norm_claims(doc)
+    section.sentences += texts(section.claims)
     if multi and "sharpness" in doc["metrics"]:
         section.figures.append(("implicit_sharpness_size.png", sharpness_size_figure(doc, ctx.name),
                                 "Final sharpness (top Hessian eigenvalue of the full-batch train loss) against "
@@ -373,5 +390,5 @@ def implicit_section(ctx: SweepContext) -> Section | None:
         section.tables.append(_table(doc["runs"], labels))
     if not (section.figures or section.sentences):
         return None
-    section.summary = {**doc, "sentences": section.sentences}
+    section.summary = {**doc, "sentences": section.sentences, "claims": section.claims}
     return section

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from overparam.report.claims import fmt_settings
 from overparam.report.reading import fmt_int
 
 
@@ -26,7 +27,7 @@ def size_label(row: dict[str, Any]) -> str:
     axis = row["axis"]
     head = f"{fmt_int(row['params'])} parameters" if axis == "params" else \
         f"{axis} = {row['size']} ({fmt_int(row['params'])} parameters)"
-    fixed = ", ".join(f"{k} = {v}" for k, v in row["fixed"].items() if not isinstance(v, (list, dict)))
+    fixed = fmt_settings(row["fixed"])
     return head + (f", {fixed}" if fixed else "")
 
 
@@ -39,6 +40,11 @@ def statistic_sentence(block: dict[str, Any]) -> str:
 def span(positions: list[int]) -> str:
     """'position 3' or 'positions 3–5'."""
     return f"positions {positions[0]}–{positions[-1]}" if len(positions) > 1 else f"position {positions[0]}"
+
+
+def _over(positions: list[int]) -> str:
+    """'at position 2' or 'over positions 3–5': a mean over several positions, or one position's loss."""
+    return f"{'over' if len(positions) > 1 else 'at'} {span(positions)}"
 
 
 def _positions(row: dict[str, Any]) -> str:
@@ -125,8 +131,8 @@ def read_position(block: dict[str, Any]) -> list[str]:
     out = [statistic_sentence(block)]
     for row in block["sizes"]:
         where = size_label(row) + ("" if "model.context" in row["fixed"] else f", context {row['context']}")
-        s = (f"{where}: loss {fmt(row['first_loss'])} at position 0, {fmt(row['early_loss'])} over "
-             f"{span(row['early'])}, {fmt(row['late_loss'])} over {span(row['late'])}")
+        s = (f"{where}: loss {fmt(row['first_loss'])} at position 0, {fmt(row['early_loss'])} {_over(row['early'])}, "
+             f"{fmt(row['late_loss'])} {_over(row['late'])}")
         if row["gains"]:
             s += f": distant context is worth {pm(row['context_gain'], row['context_gain_noise'])} nats per token."
         elif row["loses"]:

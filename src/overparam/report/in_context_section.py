@@ -14,6 +14,7 @@ import numpy as np
 
 from overparam.report import in_context_reading as R
 from overparam.report import plots
+from overparam.report.claims import fmt_settings
 from overparam.report.sections import Section, SweepContext
 
 REFERENCE_STYLE = {"bayes": ("Bayes-optimal", "-", "black"), "unigram": ("in-context unigram", "--", "#777"),
@@ -35,7 +36,7 @@ def _colors(n: int) -> list[Any]:
 
 
 def _label(row: dict[str, Any]) -> str:
-    fixed = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row["fixed"].items() if not isinstance(v, (list, dict)))
+    fixed = fmt_settings({k.split(".")[-1]: v for k, v in row["fixed"].items()}, "=")
     size = f"{row['params']:,} params" if row["axis"] == "params" else f"{row['axis'].split('.')[-1]}={row['size']}"
     return size + (f", {fixed}" if fixed else "")
 
@@ -183,6 +184,8 @@ def position_section(ctx: SweepContext) -> Section | None:
 
 
 def specialization_figure(block: dict[str, Any]) -> bytes:
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     plt = plots.plt
     doms = block["domains"]
     fig, axes = plt.subplots(1, len(doms), figsize=(6.2 * len(doms), 4.2), squeeze=False)
@@ -194,6 +197,10 @@ def specialization_figure(block: dict[str, Any]) -> bytes:
                 ax.errorbar([a["params"] for a in pts], [a["loss"] for a in pts], yerr=[a["noise"] for a in pts],
                             fmt="-o", ms=3, color=color, capsize=2, label=label)
         ax.set_xscale("log")
+        sizes = sorted({p[k]["params"] for p in dom["pairs"] for k in ("specialist", "generic")})
+        ax.xaxis.set_major_locator(FixedLocator(sizes))  # the sweep's sizes, labelled plainly (11.7k, not 10^4)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:.3g}k" if v >= 1e3 else f"{v:.0f}"))
         ax.set_xlabel("trainable parameters")
         ax.set_ylabel(f"test loss on {dom['domain']} (nats/token)")
         ax.grid(alpha=0.3, lw=0.5)

@@ -109,12 +109,16 @@ def interpret_section(ctx: SweepContext) -> Section | None:
     if ctx.runs.empty or ctx.first("model.family") not in ("gpt", "hf-causal-lm") or not language_sweep(ctx):
         return None
     from overparam.errors import OverparamError
-    from overparam.interpret.sweep import interpret_sweep
+    from overparam.interpret.sweep import default_target, interpret_sweep
 
+    if default_target(str(ctx.first("task.kind"))) is None:
+        return None  # no built-in probe target (icl-markov, fewshot): the in-context sections read the heads
     try:
         doc = interpret_sweep(ctx.dir, reuse=True)
     except OverparamError as exc:  # e.g. a bpe sweep without the tokenizers extra: the rest of the report stands
-        return Section(title="Interpretability across sizes", sentences=[f"Skipped: {exc}"])
+        reason = f"skipped: {exc}."
+        return Section(title="Interpretability across sizes", sentences=[reason], brief=True,
+                       summary={"skipped": str(exc), "sentences": [reason]})
     if not doc:
         return None
     section = Section(title="Interpretability across sizes", sentences=list(doc["sentences"]))

@@ -10,7 +10,7 @@ from typing import Any
 
 from overparam.report.claims import Sentence
 from overparam.report.reading import answer_claim, read_curve_claims
-from overparam.report.sections import SweepContext, language_sweep
+from overparam.report.sections import SweepContext, language_sweep, too_few_sizes
 
 SHAPE_CLAIM = 1  # read_curve_claims: [threshold, shape (peak / no peak), descent, regimes, ...]
 
@@ -41,6 +41,9 @@ def part_lead(ctx: SweepContext, prefix: str | None = None) -> list[dict[str, An
         out.append({**_prefixed(answer, prefix), "kind": "answer"})
     if language_sweep(ctx):
         return out
+    short = too_few_sizes(dd["curves"])
+    if short:  # the section reads no shape from so few sizes: neither does the top
+        return [*out, _prefixed({**short, "text": f"Double descent is {short['text']}"}, prefix)]
     curve = next((c for c in dd["curves"] if c["fixed"] == dd["answer"]["fixed"]), None)
     if curve is not None:
         claims = read_curve_claims(curve, family)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from overparam.analysis.noise import CLEAR, CLEAR_TAIL, WEAK, WEAK_TAIL
-from overparam.report.claims import Sentence, fmt_int, fmt_num, texts
+from overparam.report.claims import Sentence, fmt_int, fmt_num, fmt_settings, texts
 
 __all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text"]
 
@@ -64,8 +64,9 @@ def _value(curve: dict[str, Any], prefix: str) -> float | None:
     return curve.get(f"{prefix}_{curve['metric']}")
 
 
-def noise_phrase(s: Sentence, cmp: dict[str, Any]) -> str:
-    """How big a difference is against its noise, in words with its numbers (``analysis.noise``)."""
+def noise_phrase(s: Sentence, cmp: dict[str, Any], flip: bool = False) -> str:
+    """How big a difference is against its noise, in words with its numbers (``analysis.noise``). ``flip``:
+    the interval of the opposite difference, when the words state it the other way round ("0.139 worse")."""
     if cmp["noise"] == "unknown":
         return "with one seed and no test-set size the noise is unknown"
     test_set = f"the {s.int(cmp['n_test'])}-example test set" if cmp.get("n_test") else None
@@ -75,7 +76,7 @@ def noise_phrase(s: Sentence, cmp: dict[str, Any]) -> str:
         return f"about {s.fixed(abs(cmp['z']))} standard errors of {test_set}"
     na, nb = cmp["n_seeds"]
     seeds = f"{s.int(na)} seeds" if na == nb else f"{s.int(min(na, nb))} or more seeds"
-    lo, hi = cmp["interval"]
+    lo, hi = (-cmp["interval"][1], -cmp["interval"][0]) if flip else cmp["interval"]
     text = (f"resampling {seeds}" + (f" and {test_set}" if test_set else "") + f", its {s.pct(cmp['level'], 2)} "
             f"interval is {s.num(lo)} to {s.num(hi)} and {s.int(cmp['resamples_opposite'])} of "
             f"{s.int(cmp['n_resamples'])} resamples cross zero")
@@ -180,9 +181,17 @@ def peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
 
 
 def no_peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
+    """No size from the best under-parameterized one to the first past the threshold rises above it: each
+    of their values is recorded against it (the window the analysis reads a peak in)."""
     s = Sentence()
     metric = curve["metric"].replace("_", " ")
     under = _value(curve, "best_under")
+    sizes = [p["size"] for p in curve["points"]]
+    if curve.get("best_under_size") in sizes and curve.get("threshold_size") in sizes:
+        u, t = sizes.index(curve["best_under_size"]), sizes.index(curve["threshold_size"])
+        for point in curve["points"][u:min(t + 1, len(sizes) - 1) + 1]:
+            if point.get(curve["metric"]) is not None:
+                s.states(point[curve["metric"]], "<=", under)
     return s.claim(f"No peak: {metric} does not rise above the best under-parameterized model, "
                    f"{s.num(under)} at {_at(s, curve, 'best_under', family)}, on the way to the first size past "
                    f"the threshold.")
@@ -231,7 +240,7 @@ def over_under_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any
     verb = ("beats" if better else "does not beat")
     by = f", by {s.num(abs(cmp['difference']))}" if better else f": it is {s.num(abs(cmp['difference']))} worse"
     tail = {"clear": " (clear)", "weak": " (weak evidence)", "unknown": ""}[ev]
-    return s.claim(head.format(verb=verb) + f"{by}, {noise_phrase(s, cmp)}{tail}.")
+    return s.claim(head.format(verb=verb) + f"{by}, {noise_phrase(s, cmp, flip=cmp['difference'] < 0)}{tail}.")
 
 
 def read_curve_claims(curve: dict[str, Any], family: str | None = None) -> list[dict[str, Any]]:
@@ -274,7 +283,7 @@ def read_curve(curve: dict[str, Any], family: str | None = None, n_train: int | 
 
 def _fixed_prefix(answer: dict[str, Any]) -> str:
     if answer.get("n_curves", 1) > 1 and answer.get("fixed"):
-        return "With " + ", ".join(f"{k} = {v}" for k, v in answer["fixed"].items()) + ", this"
+        return "With " + fmt_settings(answer["fixed"]) + ", this"
     return "This"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from overparam.report import plots
+from overparam.report.claims import fmt_settings
 from overparam.report.sections import Section, SweepContext
 
 NAMES = {"train.ridge": "ridge λ", "train.weight_decay": "weight decay", "train.dropout": "dropout"}
@@ -53,7 +54,7 @@ def _size_text(doc: dict[str, Any], size: Any) -> str:
 def _sentences(doc: dict[str, Any], group: dict[str, Any]) -> list[str]:
     name = NAMES.get(doc["reg_axis"], doc["reg_axis"])
     metric = doc["metric"].replace("_", " ")
-    fixed = ", ".join(f"{k} = {v}" for k, v in group["fixed"].items())
+    fixed = fmt_settings(group["fixed"])
     head = f"{fixed}: " if fixed else ""
     base = group["unregularized_lambda"]
     out = []
@@ -63,7 +64,7 @@ def _sentences(doc: dict[str, Any], group: dict[str, Any]) -> list[str]:
              f"higher of the minima beside it.")
     else:
         s = (f"{head}Without tuning ({name} = {base}) the {metric} curve has no peak above "
-             f"{doc['tol']:.0%} of its neighbouring minima (peak ratio {group['ratio_unregularized']:.3g}).")
+             f"{100 * doc['tol']:.0f} % of its neighbouring minima (peak ratio {group['ratio_unregularized']:.3g}).")
     out.append(s)
     env = group["envelope"]
     picked = [lam for lam in group["envelope_lambda"] if lam is not None]
@@ -111,7 +112,7 @@ def regularization_section(ctx: SweepContext) -> Section | None:
         if len(group["sizes"]) < 3:
             continue
         section.sentences.extend(_sentences(doc, group))
-        fixed = ", ".join(f"{k} = {v}" for k, v in group["fixed"].items())
+        fixed = fmt_settings(group["fixed"])
         title = ctx.name + (f" ({fixed})" if fixed else "")
         section.figures.append((f"regularization_{i}.png", _figure(doc, group, title),
                                 f"{doc['metric'].replace('_', ' ').capitalize()} against size, one line per "

@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from overparam.analysis.scaling_report import band, law_loss, load_or_analyze, num, optimum, samples
-from overparam.errors import OverparamError
+from overparam.analysis.scaling_report import band, law_loss, load_or_analyze, num, optimum, samples, sweep_points
+from overparam.report.claims import Sentence
 from overparam.report.plots import plt, to_png
 from overparam.report.sections import Section, SweepContext, language_sweep
 
 REPORT_BOOTSTRAP = 1000  # resamples when the report computes the analysis itself (`overparam fit`'s default)
 SPAN = 1.6  # fitted curves reach this factor past the smallest and largest measured value
+MIN_RUNS = 3  # finished runs a scaling law needs (analyze_scaling_sweep refuses fewer)
 
 
 def scaling_section(ctx: SweepContext) -> Section | None:
@@ -30,46 +31,96 @@ def scaling_section(ctx: SweepContext) -> Section | None:
     runs = ctx.runs
     if not language_sweep(ctx) or "tokens" not in runs or not (runs["status"] == "done").any():
         return None
-    section = Section(title="Scaling law")
-    try:
-        doc = load_or_analyze(ctx.dir, bootstrap=REPORT_BOOTSTRAP)
-    except OverparamError as exc:
-        section.sentences.append(f"No scaling fit: {exc}.")
-        return section
+    points = sweep_points(ctx.dir)
+    if len(points) < MIN_RUNS:  # nothing to fit: one line, not a heading over an error
+        say = Sentence()
+        claim = say.claim(f"not fitted: {say.int(len(points))} finished {'run' if len(points) == 1 else 'runs'} "
+                          f"with a token count; a scaling law needs at least {say.int(MIN_RUNS)}.")
+        return Section(title="Scaling law", sentences=[claim["text"]], claims=[claim], brief=True,
+                       summary={"n_runs": len(points), "min_runs": MIN_RUNS, "sentences": [claim["text"]],
+                                "claims": [claim]})
+    doc = load_or_analyze(ctx.dir, bootstrap=REPORT_BOOTSTRAP)
+    section = Section(title="Scaling law", sentences=list(doc["sentences"]), claims=list(doc.get("claims") or []))
+    if doc.get("settings") is None:
+        _figures(ctx, section, doc, "", "")
+    else:
+        fitted = [sub for sub in doc["settings"] if "skipped" not in sub]
+        if fitted:
+            section.figures.append(("scaling_settings.png", settings_figure(fitted),
+                                    "Test loss vs parameters N at each setting's largest token budget, one colour "
+                                    "per setting, each on its own test split; lines: the law fitted to that setting "
+                                    "alone."))
+        for i, sub in enumerate(fitted):  # a setting with several budgets also gets the figures over D and C
+            if len(sub["grid"]["tokens"]) > 1:
+                _figures(ctx, section, sub, sub["label"], f"_{i}")
+    section.summary = _summary(doc)
+    return section
+
+
+def _figures(ctx: SweepContext, section: Section, doc: dict[str, Any], label: str, suffix: str) -> None:
+    """The figures (and the frontier table) of one scaling document: the sweep's, or one setting's."""
     pts = pd.DataFrame(doc["points"])
     pts["label"] = _size_labels(ctx, pts)
-    section.sentences = list(doc["sentences"])
     boot = samples(doc)
     fit = doc.get("fit")
     p = fit["params"] if fit else None
-    section.figures.append(("scaling_loss_vs_params.png", loss_vs_params(doc, pts, p, boot),
-                            _caption("Test loss vs parameters N, one colour per token budget D", doc)
+    where = f"{label}: " if label else ""
+    section.figures.append((f"scaling_loss_vs_params{suffix}.png", loss_vs_params(doc, pts, p, boot, label),
+                            where + _caption("Test loss vs parameters N, one colour per token budget D", doc)
                             + _backtest_caption(doc)))
-    section.figures.append(("scaling_loss_vs_tokens.png", loss_vs_tokens(doc, pts, p, boot),
-                            _caption("Test loss vs training tokens D, one colour per model size", doc,
-                                     law_drawn=doc.get("law") == "chinchilla")))
-    section.figures.append(("scaling_loss_vs_compute.png", loss_vs_compute(doc, pts, p, boot),
-                            "Left: test loss vs compute C = 6ND per run, and the fitted compute-optimal "
-                            "frontier L(N_opt(C), D_opt(C)). Right: the fitted N_opt(C) and D_opt(C), with "
-                            "the runs' own N and D for reference. Bands: 95 % bootstrap intervals."
-                            if doc.get("law") == "chinchilla" else
-                            "Test loss vs compute C = 6ND per run, one line per model size (no joint law, so "
-                            "no compute-optimal frontier)."))
-    iso = isoflop_profiles(doc, pts, p, boot)
+    if len(doc["grid"]["tokens"]) < 2:  # one token budget: loss vs D is a column of dots, and C = 6ND is N again
+        return
+    section.figures.append((f"scaling_loss_vs_tokens{suffix}.png", loss_vs_tokens(doc, pts, p, boot, label),
+                            where + _caption("Test loss vs training tokens D, one colour per model size", doc,
+                                             law_drawn=doc.get("law") == "chinchilla")))
+    section.figures.append((f"scaling_loss_vs_compute{suffix}.png", loss_vs_compute(doc, pts, p, boot, label),
+                            where + ("Left: test loss vs compute C = 6ND per run, and the fitted compute-optimal "
+                                     "frontier L(N_opt(C), D_opt(C)). Right: the fitted N_opt(C) and D_opt(C), with "
+                                     "the runs' own N and D for reference. Bands: 95 % bootstrap intervals."
+                                     if doc.get("law") == "chinchilla" else
+                                     "Test loss vs compute C = 6ND per run, one line per model size (no joint law, "
+                                     "so no compute-optimal frontier).")))
+    iso = isoflop_profiles(doc, pts, p, boot, label)
     if iso:
-        section.figures.append(("scaling_isoflop.png", iso,
-                                f"IsoFLOP profiles: runs whose compute lies within "
+        section.figures.append((f"scaling_isoflop{suffix}.png", iso,
+                                where + f"IsoFLOP profiles: runs whose compute lies within "
                                 f"{10 ** doc['isoflop']['tolerance_decades']:.2g}× of each other, loss vs N"
                                 + ("; lines: the fitted law along 6ND = C at each group's mean compute, band: "
                                    "its 95 % bootstrap interval, star: its minimum, the fitted compute-optimal "
                                    "size." if doc.get("law") == "chinchilla" else ".")))
     if doc.get("frontier"):
-        section.tables.append(frontier_table(doc["frontier"]))
-    section.summary = {k: doc.get(k) for k in ("law", "fallback", "compute_optimal", "diminishing_returns",
-                                               "entropy_check", "notes", "sentences")}
-    section.summary["fit"] = {k: v for k, v in (fit or {}).items() if k != "samples"} or None
-    section.summary["backtest"] = doc.get("backtest")
-    return section
+        section.tables.append(frontier_table(doc["frontier"], label))
+
+
+def settings_figure(settings: list[dict[str, Any]]) -> bytes:
+    """One line of points per setting (its largest token budget) and the law fitted to it, on shared axes."""
+    fig, ax = plt.subplots(figsize=(7.4, 4.4))
+    everything = []
+    for sub, color in zip(settings, _colors(len(settings)), strict=True):
+        pts = pd.DataFrame(sub["points"])
+        top = pts[pts["tokens"] == pts["tokens"].max()].groupby("params")["loss"].mean()
+        everything.append(pts)
+        ax.plot(top.index, top.values, "o", color=color, ms=5, label=f"{sub['label']} · D = {num(pts['tokens'].max())}")
+        law = sub.get("law")
+        if law in ("chinchilla", "power-params"):
+            xs = np.geomspace(top.index.min() / SPAN, top.index.max() * SPAN, 80)
+            d = pts["tokens"].max() if law == "chinchilla" else None
+            ax.plot(xs, law_loss(sub["fit"]["params"], xs, d), "-", color=color, lw=1.2)
+    _log_axes(ax, "parameters N (total, embeddings included)")
+    _limits(ax, pd.concat(everything))
+    ax.set_title("Loss vs model size, one law per setting", fontsize=11)
+    _legend(ax)
+    return to_png(fig)
+
+
+def _summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """What summary.json keeps of a scaling document: all but its points and bootstrap draws (which stay in
+    analyses/scaling.json); every number the section's sentences quote is here."""
+    out = {k: v for k, v in doc.items() if k not in ("points", "fit", "settings", "run_ids")}
+    out["fit"] = {k: v for k, v in (doc.get("fit") or {}).items() if k != "samples"} or None
+    if doc.get("settings") is not None:
+        out["settings"] = [_summary(sub) for sub in doc["settings"]]
+    return out
 
 
 def _caption(lead: str, doc: dict[str, Any], law_drawn: bool = True) -> str:
@@ -100,6 +151,10 @@ def _size_labels(ctx: SweepContext, pts: pd.DataFrame) -> list[str]:
         parts = [f"{a.split('.')[-1]} {by_id.at[rid, a]}" for a in axes if rid in by_id.index]
         out.append(" · ".join([*parts, f"{num(n)} params"]))
     return out
+
+
+def _titled(title: str, label: str) -> str:
+    return f"{title}\n{label}" if label else title
 
 
 def _colors(count: int) -> list[Any]:
@@ -168,7 +223,8 @@ def _curve(ax, x, mid, boot_curves, color, dashed: bool = False, label: str | No
     ax.plot(x, mid, ls="--" if dashed else "-", color=color, lw=1.3, label=label)
 
 
-def loss_vs_params(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict]) -> bytes:
+def loss_vs_params(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict],
+                   label: str = "") -> bytes:
     """Loss vs N per token budget with the fitted law at that budget, the D → ∞ limit and the backtest."""
     fig, ax = plt.subplots(figsize=(7.4, 4.4))
     budgets = sorted(pts["tokens"].unique())
@@ -184,7 +240,7 @@ def loss_vs_params(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot:
     _limits(ax, pts, bt)
     if doc.get("law") == "chinchilla":
         _limit_line(ax, xs, law_loss(p, xs), "fit, D unlimited: E + A/N^α")
-    ax.set_title("Loss vs model size", fontsize=11)
+    ax.set_title(_titled("Loss vs model size", label), fontsize=11)
     _legend(ax)
     return to_png(fig)
 
@@ -199,7 +255,8 @@ def _backtest_markers(ax, doc: dict[str, Any]) -> None:
                        f"(mean |error| {100 * bt['mean_abs_rel_error']:.2g} %)") if i == 0 else None)
 
 
-def loss_vs_tokens(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict]) -> bytes:
+def loss_vs_tokens(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict],
+                   label: str = "") -> bytes:
     """Loss vs D per model size with the fitted law at that size and the N → ∞ limit."""
     fig, ax = plt.subplots(figsize=(7.4, 4.4))
     sizes = sorted(pts["params"].unique())
@@ -216,12 +273,13 @@ def loss_vs_tokens(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot:
     _limits(ax, pts)
     if joint:
         _limit_line(ax, xs, p["E"] + p["B"] * xs ** -p["beta"], "fit, N unlimited: E + B/D^β")
-    ax.set_title("Loss vs training tokens", fontsize=11)
+    ax.set_title(_titled("Loss vs training tokens", label), fontsize=11)
     _legend(ax)
     return to_png(fig)
 
 
-def loss_vs_compute(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict]) -> bytes:
+def loss_vs_compute(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict],
+                    label: str = "") -> bytes:
     """Left: runs and the fitted frontier L*(C). Right: N_opt(C), D_opt(C) with the runs' N, D."""
     joint = doc.get("law") == "chinchilla"
     fig, axes = plt.subplots(1, 2 if joint else 1, figsize=(12, 4.4) if joint else (7.4, 4.4), squeeze=False)
@@ -232,7 +290,7 @@ def loss_vs_compute(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot
         ax.plot(sub["flops"], sub["loss"], "o-", color=color, ms=5, lw=0.8, label=sub["label"].iloc[0])
     _log_axes(ax, "compute C = 6ND (FLOPs)")
     _limits(ax, pts)
-    ax.set_title("Loss vs compute", fontsize=11)
+    ax.set_title(_titled("Loss vs compute", label), fontsize=11)
     if joint:
         cs = np.geomspace(pts["flops"].min() / SPAN, pts["flops"].max() * 4, 80)
         opt = [optimum(q, cs) for q in boot]
@@ -257,7 +315,8 @@ def loss_vs_compute(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot
     return to_png(fig)
 
 
-def isoflop_profiles(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict]) -> bytes | None:
+def isoflop_profiles(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot: list[dict],
+                     label: str = "") -> bytes | None:
     """Loss vs N within each compute group of ≥ 3 runs (≥ 2 when no group has 3); None without any."""
     groups = (doc.get("isoflop") or {}).get("groups", [])
     wide = [g for g in groups if len(g["run_ids"]) >= 3]
@@ -281,12 +340,12 @@ def isoflop_profiles(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boo
             ax.plot(sub["params"], sub["loss"], "-", color=color, lw=1)
     _log_axes(ax, "parameters N")
     _limits(ax, pts[pts["run_id"].isin([i for g in groups for i in g["run_ids"]])], stars)
-    ax.set_title("IsoFLOP profiles", fontsize=11)
+    ax.set_title(_titled("IsoFLOP profiles", label), fontsize=11)
     _legend(ax)
     return to_png(fig)
 
 
-def frontier_table(rows: list[dict[str, Any]]) -> str:
+def frontier_table(rows: list[dict[str, Any]], label: str = "") -> str:
     """The compute-optimal allocation per budget over the sweep's compute range, with intervals."""
     def cell(row, key):
         ci = (row.get("ci") or {}).get(key)
@@ -297,5 +356,6 @@ def frontier_table(rows: list[dict[str, Any]]) -> str:
                                                "tokens / param", "predicted loss"))
     body = "".join("<tr>" + f"<td>{html.escape(num(r['flops']))}</td>" + "".join(
         cell(r, k) for k in ("params", "tokens", "tokens_per_param", "loss")) + "</tr>" for r in rows)
-    return (f"<p class=\"meta\">Fitted compute-optimal allocation over the sweep's compute range "
+    lead = f"{html.escape(label)}: fitted" if label else "Fitted"
+    return (f"<p class=\"meta\">{lead} compute-optimal allocation over the sweep's compute range "
             f"(95 % bootstrap intervals)</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

@@ -20,7 +20,7 @@ import pandas as pd
 from overparam.analysis.double_descent import EPS, TOLERANCE
 from overparam.data import is_language_task
 from overparam.report import plots
-from overparam.report.claims import Sentence, texts
+from overparam.report.claims import Sentence, fmt_settings, texts
 from overparam.report.reading import read_curve_claims
 
 
@@ -125,7 +125,7 @@ def double_descent_section(ctx: SweepContext) -> Section | None:
     family = ctx.first("model.family")
     section = Section(title="Double descent")
     for i, curve in enumerate(dd["curves"]):
-        fixed = ", ".join(f"{k} = {v}" for k, v in curve["fixed"].items())
+        fixed = fmt_settings(curve["fixed"])
         label = f"{ctx.name}" + (f" ({fixed})" if fixed else "")
         claims = read_curve_claims(curve, family)
         if fixed:

@@ -15,10 +15,11 @@ import pandas as pd
 
 from overparam.analysis.double_descent import REPLICATES, SIZE_COLUMNS
 from overparam.data import is_language_task
-from overparam.report.claims import Sentence
+from overparam.report.claims import Sentence, fmt_setting
 
 CLOSED_FORM = ("min_norm", "ridge")
 OWN_DATA = ("table", "arrays", "images", "hf")  # task kinds that read the user's file or folder
+SEQUENCE_TASKS = ("icl-markov", "fewshot")  # train_size / test_size count sequences, each its own task
 
 
 def _values(runs: pd.DataFrame, col: str) -> list[float]:
@@ -53,8 +54,11 @@ def sweep_setup(runs: pd.DataFrame) -> dict[str, Any]:
     n_seeds = int(done[reps].drop_duplicates().shape[0]) if reps else 1
     language = is_language_task({"kind": kind, "text_column": _first(done, "task.text_column")})
     path = _first(done, "task.path") if kind in OWN_DATA else None  # the user's file names their task
+    mixes = list(dict.fromkeys(fmt_setting(m) for m in done["task.mix"] if isinstance(m, list) and m)) \
+        if "task.mix" in done else []
     setup: dict[str, Any] = {
         "task": kind, "task_file": Path(str(path)).name if path else None, "language": language,
+        "task_mix": mixes or None,
         "family": family, "optimizer": optimizer, "n_runs": int(len(runs)), "n_seeds": n_seeds,
         "n_train": _span(done, "n_train", "task.train_size"), "n_test": _span(done, "n_test", "task.test_size"),
         "label_noise": _span(done, "task.label_noise"), "size_axis": size_col,
@@ -79,9 +83,10 @@ def _range(s: Sentence, span: dict[str, float], fmt: str = "int") -> str:
 
 def setup_claim(setup: dict[str, Any]) -> dict[str, Any]:
     s = Sentence()
-    head = [str(setup["task"] or "task") + (f" ({setup['task_file']})" if setup.get("task_file") else "")]
+    source = setup.get("task_file") or ("; ".join(setup["task_mix"]) if setup.get("task_mix") else None)
+    head = [str(setup["task"] or "task") + (f" ({source})" if source else "")]
     n_train, n_test = setup["n_train"], setup["n_test"]
-    unit = "tokens" if setup["language"] else "examples"
+    unit = "sequences" if setup["task"] in SEQUENCE_TASKS else "tokens" if setup["language"] else "examples"
     if n_train and n_test:
         head.append(f"{_range(s, n_train)} training and {_range(s, n_test)} test {unit}")
     elif n_train:
@@ -90,7 +95,11 @@ def setup_claim(setup: dict[str, Any]) -> dict[str, Any]:
     if noise and noise["max"] > 0:
         head.append(f"{s.pct(noise['min'])} label noise" if noise["min"] == noise["max"] else
                     f"{s.pct(noise['min'])} to {s.pct(noise['max'])} label noise")
-    model = [str(setup["family"] or "model")]
+    family = str(setup["family"] or "model")
+    if ".py:" in family:  # a user's model factory: its file's name and function, not the whole path
+        file, _, func = family.rpartition(":")
+        family = f"{Path(file).name}:{func}"
+    model = [family]
     if setup["sizes"]:
         axis = setup["size_axis"].split(".")[-1]
         model.append(f"{s.int(setup['n_sizes'])} sizes, {axis} {_range(s, setup['sizes'])}")

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.report import plots
+from overparam.report.claims import fmt_settings
 from overparam.report.sections import Section, SweepContext
 
 RFF_OFFSET_LIMIT = 0.05  # ρ = ℓ²/dim above which Mei–Montanari is only a reference for rff + ReLU
@@ -228,7 +229,7 @@ NAMES = {"finite": "finite-n Gaussian-design min-norm risk (Belkin–Hsu–Xu we
 
 def _sentences(group: dict[str, Any], summ: dict[str, Any]) -> list[str]:
     kind = group["kind"]
-    fixed = ", ".join(f"{k} = {v}" for k, v in group["fixed"].items())
+    fixed = fmt_settings(group["fixed"])
     head = f"{fixed}: " if fixed else ""
     size = f"p = {group['p']}" if group["axis"] == "n" else f"n = {group['n']}"
     setting = (f"{size}, dim = {group['dim']}, r2 = {group['r2']:g}, σ² = {group['sigma2']:g}"
@@ -240,8 +241,9 @@ def _sentences(group: dict[str, Any], summ: dict[str, Any]) -> list[str]:
     seeds = max(q["n_runs"] for q in group["points"])
     symbol = "n" if group["axis"] == "n" else ("N" if kind == "random-features" else "p")
     unit = "training-set sizes" if group["axis"] == "n" else "widths"
-    s = (f"Measured test MSE (mean over {seeds} runs per point) is within a median {summ['median_abs_gap']:.1%} "
-         f"of theory over {summ['n_points']} {unit}; the largest gap is {summ['worst_gap']:+.1%} at {symbol} = "
+    s = (f"Measured test MSE (mean over {seeds} runs per point) is within a median "
+         f"{100 * summ['median_abs_gap']:.1f} % of theory over {summ['n_points']} {unit}; the largest gap is "
+         f"{100 * summ['worst_gap']:+.1f} % at {symbol} = "
          f"{summ['worst_x']}")
     if summ["worst_z"] is not None:
         s += f" ({abs(summ['worst_z']):.1f} standard errors)"
@@ -269,7 +271,7 @@ def _sentences(group: dict[str, Any], summ: dict[str, Any]) -> list[str]:
         out.append(msg + ".")
     out.append("Measurement and theory agree." if agree else
                "Measurement and theory do not agree to within "
-               f"{AGREE:.0%}: read the gap above before trusting either.")
+               f"{100 * AGREE:.0f} %: read the gap above before trusting either.")
     return out
 
 
