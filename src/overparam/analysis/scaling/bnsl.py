@@ -21,16 +21,16 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from overparam.analysis.scaling.base import ScalingLawFitter, best_of
-from overparam.analysis.scaling.power import check_x, lm_solve
+from overparam.analysis.scaling.least_squares import LeastSquaresFitter, Residuals, logaddexp
+from overparam.analysis.scaling.power import check_x
 from overparam.errors import OverparamError
 
 
 def _softplus(z):
-    return np.logaddexp(0.0, z)
+    return logaddexp(0.0, z)
 
 
-class BrokenPowerLawFitter(ScalingLawFitter):
+class BrokenPowerLawFitter(LeastSquaresFitter):
     """BNSL with ``breaks`` breaks in one variable ``x`` (params, tokens or flops)."""
 
     law = "bnsl"
@@ -63,7 +63,7 @@ class BrokenPowerLawFitter(ScalingLawFitter):
         f = np.exp(np.clip(lf, -20.0, 20.0))  # sharpness 1/f: beyond e^±20 the break is a kink/flat
         z = (lx[None] - ld[:, None]) / f[:, None]
         t = lb - c0 * lx - (c[:, None] * f[:, None] * _softplus(z)).sum(0)
-        return np.logaddexp(la, t), t, z, f
+        return logaddexp(la, t), t, z, f
 
     def _jacobian(self, theta, lx):
         la = theta[0]
@@ -76,19 +76,15 @@ class BrokenPowerLawFitter(ScalingLawFitter):
             cols += [-w * f[i] * sp[i], w * c[i] * sg[i], -w * c[i] * f[i] * (sp[i] - z[i] * sg[i])]
         return np.stack(cols, axis=1)
 
-    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+    def _residuals(self, data: pd.DataFrame) -> Residuals:
         lx, ly = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
+        return (lambda theta: self._log_curve(theta, lx)[0] - ly), (lambda theta: self._jacobian(theta, lx))
 
-        def residual(theta):
-            return self._log_curve(theta, lx)[0] - ly
+    def _grid(self, data: pd.DataFrame) -> np.ndarray:
+        return self._starts(np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy()))
 
-        def solve(x0, max_nfev=2000):
-            return lm_solve(residual, lambda th: self._jacobian(th, lx), x0, max_nfev)
-
-        if start is not None:
-            return best_of(start[None], solve)
-        # a short run from every start, then the 3 best continued to convergence
-        return best_of(self._starts(lx, ly), lambda x0: solve(x0, 10 * len(x0)), polish=solve)
+    def _short_nfev(self, x0: np.ndarray) -> int:
+        return 10 * len(x0)
 
     def _starts(self, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
         """Breaks at quantiles of log x; slopes and sharpness from small grids; a below the minimum."""
