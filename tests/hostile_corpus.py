@@ -249,7 +249,7 @@ def _sweep_foreign_db(tmp: Path, good: Path):
 
 
 def _check_meta(tmp: Path, good: Path, name: str, sources: str) -> list[str]:
-    """Provenance of a user's model file (models.provenance), damaged: read only by a rebuild and --check."""
+    """Provenance of a user's model file (overparam.provenance), damaged: read only by a rebuild and --check."""
     bad = _copy(tmp, good, name)
     _edit(bad, "INSERT OR REPLACE INTO meta(key, value) VALUES ('model_sources', ?)", sources)
     return ["runs", str(bad), "--check"]

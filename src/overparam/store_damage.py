@@ -20,8 +20,10 @@ STATUSES = ("pending", "running", "done", "diverged", "failed")
 NUMERIC_METRICS = ("train_error", "test_error", "train_loss", "test_loss", "train_error_clean", "param_norm",
                    "n_train", "n_test", "tokens", "entropy_rate", "diverged_at", "resumed_from")
 META_TYPES: dict[str, type | tuple[type, ...]] = {"spec": dict, "name": (str, int, float),
-                                                  "size_axes": (list, type(None)), "model_sources": dict}
-META_ENTRY_TYPES: dict[str, type] = {"model_sources": dict}  # family -> {"path", "sha256"} (models.provenance)
+                                                  "size_axes": (list, type(None)), "model_sources": dict,
+                                                  "input_files": dict}
+# model_sources: family -> {"path", "sha256"}; input_files: a task's path -> its fingerprint (provenance.py)
+META_ENTRY_TYPES: dict[str, type] = {"model_sources": dict, "input_files": dict}
 
 
 class StoreDamageWarning(UserWarning):
