@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from overparam.analysis.scaling.least_squares import LeastSquaresFitter, Residuals, logaddexp
+from overparam.analysis.scaling.least_squares import Batched, LeastSquaresFitter, logaddexp
 from overparam.analysis.scaling.power import check_x
 from overparam.errors import OverparamError
 
@@ -56,29 +56,38 @@ class BrokenPowerLawFitter(LeastSquaresFitter):
         if not isinstance(self.breaks, (int, np.integer)) or not 1 <= self.breaks <= 3:
             raise OverparamError(f"breaks must be 1, 2 or 3, got {self.breaks!r}")
 
-    def _log_curve(self, theta, lx):
-        """(log y, T, z, f): T = the power-law term's log, z (breaks, n) and f (breaks,) as above."""
-        la, lb, c0 = theta[:3]
-        c, ld, lf = theta[3::3], theta[4::3], theta[5::3]
+    @staticmethod
+    def _curves(thetas, lx):
+        """(log y, T, z, f) of parameter rows ``thetas`` (k, p): log y and T (the power-law term's log)
+        (k, n), z (k, breaks, n), f (k, breaks), as in the module docstring."""
+        la, lb, c0 = thetas[:, 0, None], thetas[:, 1, None], thetas[:, 2, None]
+        c, ld, lf = thetas[:, 3::3], thetas[:, 4::3], thetas[:, 5::3]
         f = np.exp(np.clip(lf, -20.0, 20.0))  # sharpness 1/f: beyond e^±20 the break is a kink/flat
-        z = (lx[None] - ld[:, None]) / f[:, None]
-        t = lb - c0 * lx - (c[:, None] * f[:, None] * _softplus(z)).sum(0)
+        z = (lx - ld[..., None]) / f[..., None]
+        t = lb - c0 * lx - (c[..., None] * f[..., None] * _softplus(z)).sum(1)
         return logaddexp(la, t), t, z, f
 
-    def _jacobian(self, theta, lx):
-        la = theta[0]
-        c = theta[3::3]
-        _, t, z, f = self._log_curve(theta, lx)
-        w = expit(t - la)  # weight of the power-law term against the offset a
-        cols = [1 - w, w, -w * lx]
-        sp, sg = _softplus(z), expit(z)
-        for i in range(len(c)):
-            cols += [-w * f[i] * sp[i], w * c[i] * sg[i], -w * c[i] * f[i] * (sp[i] - z[i] * sg[i])]
-        return np.stack(cols, axis=1)
+    def _log_curve(self, theta, lx):
+        """``_curves`` of one parameter vector: log y, T (n,), z (breaks, n), f (breaks,)."""
+        return tuple(v[0] for v in self._curves(np.asarray(theta, float)[None], lx))
 
-    def _residuals(self, data: pd.DataFrame) -> Residuals:
+    def _batched(self, data: pd.DataFrame) -> Batched:
         lx, ly = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
-        return (lambda theta: self._log_curve(theta, lx)[0] - ly), (lambda theta: self._jacobian(theta, lx))
+
+        def model(thetas, jacobian=True):
+            log_y, t, z, f = self._curves(thetas, lx)
+            if not jacobian:
+                return log_y - ly, None
+            w = expit(t - thetas[:, 0, None])  # weight of the power-law term against the offset a
+            cols = [1 - w, w, -w * lx]
+            sp, sg = _softplus(z), expit(z)
+            c = thetas[:, 3::3]
+            for i in range(c.shape[1]):
+                ci, fi = c[:, i, None], f[:, i, None]
+                cols += [-w * fi * sp[:, i], w * ci * sg[:, i], -w * ci * fi * (sp[:, i] - z[:, i] * sg[:, i])]
+            return log_y - ly, np.stack(cols, axis=-1)
+
+        return model
 
     def _grid(self, data: pd.DataFrame) -> np.ndarray:
         return self._starts(np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy()))

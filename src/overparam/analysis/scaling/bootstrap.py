@@ -26,6 +26,7 @@ A fit with a bootstrap pays for two things that grow with the number of points n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from overparam.analysis.scaling.lbfgs import BatchedObjective, BatchResult, mini
 
 SEARCH_POINTS = 256  # points a multi-start search runs on; more are subsampled (the Chinchilla set has 240)
 RESAMPLE_BLOCK = 1 << 22  # resamples x points per block of the bootstrap (32 MiB of float64 counts)
+LSQ_BLOCK = 1 << 18  # Jacobian entries (problems x points x parameters) per evaluation block (2 MiB)
 
 
 def search_rows(n: int, limit: int = SEARCH_POINTS) -> np.ndarray:
@@ -112,21 +114,24 @@ def refine(fun: BatchedObjective, starts: np.ndarray, precondition: Precondition
     return res
 
 
-def least_squares_objective(residual: Callable[[np.ndarray], np.ndarray],
-                            jacobian: Callable[[np.ndarray], np.ndarray], weights: np.ndarray) -> BatchedObjective:
+def least_squares_objective(model: Callable[[np.ndarray, bool], tuple[np.ndarray, Any]],
+                            weights: np.ndarray) -> BatchedObjective:
     """fun(x, idx) for ``minimize_batched``: problem i minimizes ½ Σ_j w_ij r_j(x)² (w = ``weights[i]``),
-    gradient J(x)ᵀ (w ∘ r). One call of ``residual`` and ``jacobian`` per problem, each vectorized over
-    the points; a non-finite value gives f = inf, which the line search rejects."""
+    gradient J(x)ᵀ (w ∘ r). ``model(X, True)`` gives the residuals (k, n) and Jacobians (k, n, d) of
+    parameter rows X, evaluated for blocks of rows (at most ``LSQ_BLOCK`` Jacobian entries at a time);
+    a non-finite value gives f = inf, which the line search rejects."""
+    n = weights.shape[1]
 
     def fun(x: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f, g = np.empty(len(x)), np.zeros_like(x)
+        per = max(1, LSQ_BLOCK // (n * x.shape[1]))
         with np.errstate(all="ignore"):  # a wild trial step overflows: rejected below
-            for j, (theta, i) in enumerate(zip(x, idx)):
-                r = residual(theta)
-                wr = weights[i] * r
-                f[j] = 0.5 * float(np.einsum("n,n->", wr, r))
-                if np.isfinite(f[j]):  # einsum: a threaded BLAS gemv costs ~20 ns a point here
-                    g[j] = np.einsum("nd,n->d", jacobian(theta), wr)
+            for lo in range(0, len(x), per):
+                sl = slice(lo, lo + per)
+                r, jac = model(x[sl], True)
+                wr = weights[idx[sl]] * r
+                f[sl] = 0.5 * np.einsum("kn,kn->k", wr, r)  # einsum: a threaded BLAS product costs ~20 ns a point
+                g[sl] = np.einsum("knd,kn->kd", jac, wr)
         bad = ~np.isfinite(f) | ~np.isfinite(g).all(axis=1)
         f[bad] = np.inf
         return f, g

@@ -29,6 +29,8 @@ from overparam.analysis.scaling.bootstrap import (
 )
 
 Residuals = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+# (k, d) parameter rows, with the Jacobian? -> residuals (k, n) and Jacobians (k, n, d) (or None)
+Batched = Callable[[np.ndarray, bool], tuple[np.ndarray, "np.ndarray | None"]]
 
 
 def logaddexp(x, y) -> np.ndarray:
@@ -54,9 +56,22 @@ def lm_solve(residual, jacobian, x0: np.ndarray, max_nfev: int = 2000) -> tuple[
 class LeastSquaresFitter(ScalingLawFitter):
     """Base of the least-squares laws: subclasses give residuals, a grid of starts and ``_named``."""
 
-    def _residuals(self, data: pd.DataFrame) -> Residuals:
-        """(residual(θ) -> (n,), jacobian(θ) -> (n, d)) of log L̂ - log L over the rows of ``data``."""
+    def _batched(self, data: pd.DataFrame) -> Batched:
+        """model(Θ (k, d), jacobian) -> residuals log L̂ - log L (k, n) over the rows of ``data`` for every
+        parameter row, and their Jacobians (k, n, d) when asked: one numpy evaluation for many θ."""
         raise NotImplementedError
+
+    def _residuals(self, data: pd.DataFrame) -> Residuals:
+        """(residual(θ) -> (n,), jacobian(θ) -> (n, d)) for one θ, what Levenberg-Marquardt calls."""
+        model = self._batched(data)
+
+        def residual(theta):
+            return model(np.asarray(theta, float)[None], False)[0][0]
+
+        def jacobian(theta):
+            return model(np.asarray(theta, float)[None], True)[1][0]
+
+        return residual, jacobian
 
     def _grid(self, data: pd.DataFrame) -> np.ndarray:
         """Rows of starting points for the multi-start fit."""
@@ -77,15 +92,15 @@ class LeastSquaresFitter(ScalingLawFitter):
                        polish=lambda x0: lm_solve(residual, jacobian, x0))
 
     def _bootstrap_thetas(self, data: pd.DataFrame, rng: np.random.Generator) -> list[np.ndarray]:
-        residual, jacobian = self._residuals(data)
-        full = least_squares_objective(residual, jacobian, np.ones((1, len(data))))
+        model = self._batched(data)
+        full = least_squares_objective(model, np.ones((1, len(data))))
         # the Hessian of ½ Σ r², not Gauss-Newton's JᵀJ: a law that misses the data (Kaplan has no E)
         # leaves residuals whose curvature JᵀJ omits
         hessian = fd_hessian(lambda x: full(x, np.zeros(len(x), int))[1], self.theta_)
         precondition = Preconditioner(self.theta_, hessian)
         out: list[np.ndarray] = []
         for counts in resample_blocks(rng, len(data), int(self.bootstrap)):
-            fun = least_squares_objective(residual, jacobian, counts)
+            fun = least_squares_objective(model, counts)
             starts = np.repeat(self.theta_[None], len(counts), 0)
             out.extend(refine(fun, starts, precondition, max_iter=500, gtol=1e-12, ftol=1e-13).x)
         return out

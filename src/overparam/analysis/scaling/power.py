@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from overparam.analysis.scaling.least_squares import LeastSquaresFitter, Residuals, logaddexp
+from overparam.analysis.scaling.least_squares import Batched, LeastSquaresFitter, logaddexp
 from overparam.errors import OverparamError
 
 X_COLUMNS = {"params": "params", "tokens": "tokens", "flops": "flops"}
@@ -50,17 +50,19 @@ class PowerLawFitter(LeastSquaresFitter):
         a, e, alpha = theta
         return a - alpha * lx, np.full_like(lx, e)
 
-    def _residuals(self, data: pd.DataFrame) -> Residuals:
+    def _batched(self, data: pd.DataFrame) -> Batched:
         lx, ll = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
 
-        def residual(theta):
-            return logaddexp(*self._terms(theta, lx)) - ll
+        def model(thetas, jacobian=True):
+            a, e, alpha = (thetas[:, i, None] for i in range(3))
+            t = a - alpha * lx  # log A/X^α, (k, n)
+            r = logaddexp(t, e) - ll
+            if not jacobian:
+                return r, None
+            p = expit(t - e)  # weight of the A/X^α term
+            return r, np.stack([p, 1 - p, -p * lx], axis=-1)
 
-        def jacobian(theta):
-            p = expit(self._terms(theta, lx)[0] - theta[1])  # weight of the A/X^α term
-            return np.stack([p, 1 - p, -p * lx], axis=1)
-
-        return residual, jacobian
+        return model
 
     def _grid(self, data: pd.DataFrame) -> np.ndarray:
         return self._starts(np.log(data[self.x].to_numpy()), data["loss"].to_numpy())
@@ -111,20 +113,21 @@ class KaplanFitter(LeastSquaresFitter):
         lnc, ldc, an, ad = theta
         return (an / ad) * (lnc - ln), ldc - ld
 
-    def _residuals(self, data: pd.DataFrame) -> Residuals:
+    def _batched(self, data: pd.DataFrame) -> Batched:
         ln, ld = np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy())
         ll = np.log(data["loss"].to_numpy())
 
-        def residual(theta):
-            return theta[3] * logaddexp(*self._uv(theta, ln, ld)) - ll
-
-        def jacobian(theta):
-            lnc, _, an, ad = theta
-            u, v = self._uv(theta, ln, ld)
+        def model(thetas, jacobian=True):
+            lnc, ldc, an, ad = (thetas[:, i, None] for i in range(4))
+            u, v = (an / ad) * (lnc - ln), ldc - ld
+            s = logaddexp(u, v)
+            r = ad * s - ll
+            if not jacobian:
+                return r, None
             p = expit(u - v)  # softmax weight of the N term
-            return np.stack([an * p, ad * (1 - p), p * (lnc - ln), logaddexp(u, v) - p * u], axis=1)
+            return r, np.stack([an * p, ad * (1 - p), p * (lnc - ln), s - p * u], axis=-1)
 
-        return residual, jacobian
+        return model
 
     def _grid(self, data: pd.DataFrame) -> np.ndarray:
         """81 starts: N_c, D_c 1-10 e-folds beyond the largest N, D; exponents 0.05-0.3."""
