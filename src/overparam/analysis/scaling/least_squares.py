@@ -7,7 +7,9 @@ fixed subsample), then the 3 lowest continued to convergence on every point; the
 Bootstrap: a resample with counts w minimizes ½ Σ_i w_i r_i(θ)², the same sum as over its drawn points.
 All resamples of a block are refitted together from the full-data optimum θ̂ by batched L-BFGS in the
 variables where the Hessian at θ̂ is the identity (``bootstrap.Preconditioner``), so a refit takes a
-few evaluations of the residuals instead of a Levenberg-Marquardt run per resample.
+few evaluations of the residuals instead of a Levenberg-Marquardt run per resample. A refit still
+running after ``REFIT_ITER`` iterations (a long flat valley, e.g. a break the data barely see) is
+finished by Levenberg-Marquardt, which follows such valleys better.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from overparam.analysis.scaling.bootstrap import (
     search_rows,
 )
 
+REFIT_ITER = 500  # L-BFGS iterations of a bootstrap refit before Levenberg-Marquardt finishes it
 Residuals = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 # (k, d) parameter rows, with the Jacobian? -> residuals (k, n) and Jacobians (k, n, d) (or None)
 Batched = Callable[[np.ndarray, bool], tuple[np.ndarray, "np.ndarray | None"]]
@@ -102,5 +105,14 @@ class LeastSquaresFitter(ScalingLawFitter):
         for counts in resample_blocks(rng, len(data), int(self.bootstrap)):
             fun = least_squares_objective(model, counts)
             starts = np.repeat(self.theta_[None], len(counts), 0)
-            out.extend(refine(fun, starts, precondition, max_iter=500, gtol=1e-12, ftol=1e-13).x)
+            res = refine(fun, starts, precondition, max_iter=REFIT_ITER, gtol=1e-12, ftol=1e-13)
+            for i in np.flatnonzero(~res.converged):  # a flat valley L-BFGS crawls along: LM finishes it
+                res.x[i] = self._weighted_lm(data, counts[i], res.x[i])
+            out.extend(res.x)
         return out
+
+    def _weighted_lm(self, data: pd.DataFrame, counts: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Levenberg-Marquardt on ½ Σ w r² (residuals scaled by √w) from ``start``."""
+        residual, jacobian = self._residuals(data)
+        root = np.sqrt(counts)
+        return lm_solve(lambda th: root * residual(th), lambda th: root[:, None] * jacobian(th), start)[1]
