@@ -130,7 +130,7 @@ def scale(args: argparse.Namespace) -> None:
     before = json.loads(args.before.read_text()) if args.before else {}
     results: dict[str, dict] = {}
     boots = (0, args.bootstrap)
-    head = "".join(f"{f'{b} res. before':>16}{f'{b} res.':>10}" if before else f"{f'{b} resamples':>16}"
+    head = "".join(f"{f'{b} res. before':>18}{'after':>8}" if before else f"{f'{b} resamples':>16}"
                    for b in boots)
     print(f"wall seconds of fit_scaling_law on {args.src}, timeout {args.timeout:.0f} s")
     print(f"{'law':22}{'points':>9}{head}")
@@ -145,8 +145,8 @@ def scale(args: argparse.Namespace) -> None:
                 if "timeout" in case:
                     timed_out.add(b)
                 results[key] = case
-                width = 10 if before else 16
-                cells.append((f"{show(before.get(key)):>16}" if before else "") + f"{show(case):>{width}}")
+                width = 8 if before else 16
+                cells.append((f"{show(before.get(key)):>18}" if before else "") + f"{show(case):>{width}}")
             print(f"{law:22}{n:>9,}{''.join(cells)}", flush=True)
     if args.save:
         args.save.write_text(json.dumps(results, indent=1))

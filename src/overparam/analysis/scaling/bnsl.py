@@ -19,7 +19,6 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from overparam.analysis.scaling.least_squares import Batched, LeastSquaresFitter, logaddexp
 from overparam.analysis.scaling.power import check_x
@@ -58,34 +57,36 @@ class BrokenPowerLawFitter(LeastSquaresFitter):
 
     @staticmethod
     def _curves(thetas, lx):
-        """(log y, T, z, f) of parameter rows ``thetas`` (k, p): log y and T (the power-law term's log)
-        (k, n), z (k, breaks, n), f (k, breaks), as in the module docstring."""
+        """(log y, T, z, f, softplus(z)) of parameter rows ``thetas`` (k, p): log y and T (the power-law
+        term's log) (k, n), z and softplus(z) (k, breaks, n), f (k, breaks), as in the module docstring."""
         la, lb, c0 = thetas[:, 0, None], thetas[:, 1, None], thetas[:, 2, None]
         c, ld, lf = thetas[:, 3::3], thetas[:, 4::3], thetas[:, 5::3]
         f = np.exp(np.clip(lf, -20.0, 20.0))  # sharpness 1/f: beyond e^±20 the break is a kink/flat
         z = (lx - ld[..., None]) / f[..., None]
-        t = lb - c0 * lx - (c[..., None] * f[..., None] * _softplus(z)).sum(1)
-        return logaddexp(la, t), t, z, f
+        sp = _softplus(z)
+        t = lb - c0 * lx - (c[..., None] * f[..., None] * sp).sum(1)
+        return logaddexp(la, t), t, z, f, sp
 
     def _log_curve(self, theta, lx):
         """``_curves`` of one parameter vector: log y, T (n,), z (breaks, n), f (breaks,)."""
-        return tuple(v[0] for v in self._curves(np.asarray(theta, float)[None], lx))
+        return tuple(v[0] for v in self._curves(np.asarray(theta, float)[None], lx)[:4])
 
     def _batched(self, data: pd.DataFrame) -> Batched:
         lx, ly = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
 
         def model(thetas, jacobian=True):
-            log_y, t, z, f = self._curves(thetas, lx)
+            log_y, t, z, f, sp = self._curves(thetas, lx)
             if not jacobian:
                 return log_y - ly, None
-            w = expit(t - thetas[:, 0, None])  # weight of the power-law term against the offset a
+            # ∂ log y / ∂ T = e^(T - log y), the power-law term's weight against the offset a
+            w = np.exp(t - log_y)
+            sg = np.exp(z - sp)  # the logistic σ(z) = e^z / (1 + e^z)
             cols = [1 - w, w, -w * lx]
-            sp, sg = _softplus(z), expit(z)
             c = thetas[:, 3::3]
             for i in range(c.shape[1]):
                 ci, fi = c[:, i, None], f[:, i, None]
                 cols += [-w * fi * sp[:, i], w * ci * sg[:, i], -w * ci * fi * (sp[:, i] - z[:, i] * sg[:, i])]
-            return log_y - ly, np.stack(cols, axis=-1)
+            return log_y - ly, np.stack(cols, axis=1)
 
         return model
 

@@ -117,7 +117,7 @@ def refine(fun: BatchedObjective, starts: np.ndarray, precondition: Precondition
 def least_squares_objective(model: Callable[[np.ndarray, bool], tuple[np.ndarray, Any]],
                             weights: np.ndarray) -> BatchedObjective:
     """fun(x, idx) for ``minimize_batched``: problem i minimizes ½ Σ_j w_ij r_j(x)² (w = ``weights[i]``),
-    gradient J(x)ᵀ (w ∘ r). ``model(X, True)`` gives the residuals (k, n) and Jacobians (k, n, d) of
+    gradient J(x)ᵀ (w ∘ r). ``model(X, True)`` gives the residuals (k, n) and Jacobians (k, d, n) of
     parameter rows X, evaluated for blocks of rows (at most ``LSQ_BLOCK`` Jacobian entries at a time);
     a non-finite value gives f = inf, which the line search rejects."""
     n = weights.shape[1]
@@ -131,7 +131,7 @@ def least_squares_objective(model: Callable[[np.ndarray, bool], tuple[np.ndarray
                 r, jac = model(x[sl], True)
                 wr = weights[idx[sl]] * r
                 f[sl] = 0.5 * np.einsum("kn,kn->k", wr, r)  # einsum: a threaded BLAS product costs ~20 ns a point
-                g[sl] = np.einsum("knd,kn->kd", jac, wr)
+                g[sl] = np.einsum("kdn,kn->kd", jac, wr)
         bad = ~np.isfinite(f) | ~np.isfinite(g).all(axis=1)
         f[bad] = np.inf
         return f, g

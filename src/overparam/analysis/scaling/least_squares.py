@@ -32,7 +32,8 @@ from overparam.analysis.scaling.bootstrap import (
 
 REFIT_ITER = 500  # L-BFGS iterations of a bootstrap refit before Levenberg-Marquardt finishes it
 Residuals = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
-# (k, d) parameter rows, with the Jacobian? -> residuals (k, n) and Jacobians (k, n, d) (or None)
+# (k, d) parameter rows, with the Jacobian? -> residuals (k, n) and Jacobians (k, d, n) (or None); the
+# Jacobian of one row, transposed, is the column-major (n, d) array MINPACK works on, without a copy
 Batched = Callable[[np.ndarray, bool], tuple[np.ndarray, "np.ndarray | None"]]
 
 
@@ -61,7 +62,7 @@ class LeastSquaresFitter(ScalingLawFitter):
 
     def _batched(self, data: pd.DataFrame) -> Batched:
         """model(Θ (k, d), jacobian) -> residuals log L̂ - log L (k, n) over the rows of ``data`` for every
-        parameter row, and their Jacobians (k, n, d) when asked: one numpy evaluation for many θ."""
+        parameter row, and their Jacobians (k, d, n) when asked: one numpy evaluation for many θ."""
         raise NotImplementedError
 
     def _residuals(self, data: pd.DataFrame) -> Residuals:
@@ -72,7 +73,7 @@ class LeastSquaresFitter(ScalingLawFitter):
             return model(np.asarray(theta, float)[None], False)[0][0]
 
         def jacobian(theta):
-            return model(np.asarray(theta, float)[None], True)[1][0]
+            return model(np.asarray(theta, float)[None], True)[1][0].T
 
         return residual, jacobian
 
@@ -105,7 +106,7 @@ class LeastSquaresFitter(ScalingLawFitter):
         for counts in resample_blocks(rng, len(data), int(self.bootstrap)):
             fun = least_squares_objective(model, counts)
             starts = np.repeat(self.theta_[None], len(counts), 0)
-            res = refine(fun, starts, precondition, max_iter=REFIT_ITER, gtol=1e-12, ftol=1e-13)
+            res = refine(fun, starts, precondition, max_iter=REFIT_ITER, gtol=1e-12, ftol=1e-12)
             for i in np.flatnonzero(~res.converged):  # a flat valley L-BFGS crawls along: LM finishes it
                 res.x[i] = self._weighted_lm(data, counts[i], res.x[i])
             out.extend(res.x)

@@ -60,7 +60,7 @@ class PowerLawFitter(LeastSquaresFitter):
             if not jacobian:
                 return r, None
             p = expit(t - e)  # weight of the A/X^α term
-            return r, np.stack([p, 1 - p, -p * lx], axis=-1)
+            return r, np.stack([p, 1 - p, -p * lx], axis=1)
 
         return model
 
@@ -125,7 +125,7 @@ class KaplanFitter(LeastSquaresFitter):
             if not jacobian:
                 return r, None
             p = expit(u - v)  # softmax weight of the N term
-            return r, np.stack([an * p, ad * (1 - p), p * (lnc - ln), s - p * u], axis=-1)
+            return r, np.stack([an * p, ad * (1 - p), p * (lnc - ln), s - p * u], axis=1)
 
         return model
 
