@@ -64,9 +64,9 @@ def test_least_squares_refits_are_each_resamples_own_optimum(make):
     lands (its objective no higher, its constants the same)."""
     law = "power" if make(0).law in ("power", "bnsl") else "chinchilla"
     pts = points(400, seed=1, law=law)
-    if make(0).law == "bnsl":  # a break the data can see: the slope steepens past N = 1e8.5
+    if make(0).law == "bnsl":  # a break the data pin down: the slope steepens past N = 1e8.5, 0.2 % noise
         pts["loss"] = (1.8 + 480 * pts["params"] ** -0.34 * (1 + pts["params"] / 10**8.5) ** -0.3) * np.exp(
-            0.01 * np.random.default_rng(2).standard_normal(len(pts)))
+            0.002 * np.random.default_rng(2).standard_normal(len(pts)))
     fitter = make(12).fit(pts)
     residual, jacobian = fitter._residuals(pts)
     rng = np.random.default_rng(3)
@@ -76,8 +76,7 @@ def test_least_squares_refits_are_each_resamples_own_optimum(make):
         lm = least_squares(r, fitter.theta_, jac=j, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
         cost = 0.5 * float(np.sum(r(theta) ** 2))
         assert cost <= lm.cost * (1 + 1e-9) + 1e-15, sample
-        if fitter.law != "bnsl":  # bnsl's break is flat in places: the cost decides there
-            assert theta == pytest.approx(lm.x, rel=1e-5, abs=1e-7), sample
+        assert theta == pytest.approx(lm.x, rel=1e-4, abs=1e-7), sample  # and its cost no higher (above)
 
 
 def test_the_chinchilla_bootstrap_does_not_depend_on_the_block_of_resamples(monkeypatch):

@@ -9,7 +9,10 @@ All resamples of a block are refitted together from the full-data optimum θ̂ b
 variables where the Hessian at θ̂ is the identity (``bootstrap.Preconditioner``), so a refit takes a
 few evaluations of the residuals instead of a Levenberg-Marquardt run per resample. A refit still
 running after ``REFIT_ITER`` iterations (a long flat valley, e.g. a break the data barely see) is
-finished by Levenberg-Marquardt, which follows such valleys better.
+finished by Levenberg-Marquardt, which follows such valleys better, for at most
+``REFIT_LM_EVALUATIONS`` evaluations: a valley that still goes on (a break that runs off the end of the
+resample's data, where the loss keeps falling by ever less) has no minimum in reach, and its end
+point is kept; the constants it moves are the ones whose intervals say "not determined".
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from overparam.analysis.scaling.bootstrap import (
 )
 
 REFIT_ITER = 500  # L-BFGS iterations of a bootstrap refit before Levenberg-Marquardt finishes it
+REFIT_LM_EVALUATIONS = 200  # and that finish's evaluations (a valley with no minimum in reach ends there)
 Residuals = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
 # (k, d) parameter rows, with the Jacobian? -> residuals (k, n) and Jacobians (k, d, n) (or None); the
 # Jacobian of one row, transposed, is the column-major (n, d) array MINPACK works on, without a copy
@@ -116,4 +120,5 @@ class LeastSquaresFitter(ScalingLawFitter):
         """Levenberg-Marquardt on ½ Σ w r² (residuals scaled by √w) from ``start``."""
         residual, jacobian = self._residuals(data)
         root = np.sqrt(counts)
-        return lm_solve(lambda th: root * residual(th), lambda th: root[:, None] * jacobian(th), start)[1]
+        return lm_solve(lambda th: root * residual(th), lambda th: root[:, None] * jacobian(th), start,
+                        REFIT_LM_EVALUATIONS)[1]
