@@ -76,7 +76,8 @@ def test_least_squares_refits_are_each_resamples_own_optimum(make):
         lm = least_squares(r, fitter.theta_, jac=j, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
         cost = 0.5 * float(np.sum(r(theta) ** 2))
         assert cost <= lm.cost * (1 + 1e-9) + 1e-15, sample
-        assert theta == pytest.approx(lm.x, rel=1e-4, abs=1e-7), sample  # and its cost no higher (above)
+        # the constants too, the break's sharpness (log f, weakly determined) to 0.1 %
+        assert theta == pytest.approx(lm.x, rel=1e-3 if fitter.law == "bnsl" else 1e-5, abs=1e-7), sample
 
 
 def test_the_chinchilla_bootstrap_does_not_depend_on_the_block_of_resamples(monkeypatch):
