@@ -142,3 +142,22 @@ def test_a_damaged_record_never_costs_an_internal_error(tmp_path, capsys, damage
     err = capsys.readouterr().err
     assert code == 2 and "internal error" not in err and len(err.strip().splitlines()) == 1, err
     assert "corrupt store" in err and "meta 'input_files'" in err  # the record is damaged, not the data
+
+
+def test_an_input_changed_before_any_run_finished_is_recorded_anew(tmp_path):
+    """Provenance protects results: with no finished run, the edited file is simply the sweep's input."""
+    from overparam.provenance import INPUT_KEY, check_and_record
+    from overparam.spec import Spec
+    from overparam.store import Store
+
+    data = tmp_path / "t.csv"
+    data.write_text("a,kind\n1,x\n2,y\n")
+    spec = Spec({"task": {"kind": "table", "path": str(data), "target": "kind"}, "model": {"family": "mlp"}})
+    tasks = [r.config["task"] for r in spec.runs()]
+    with Store.create(tmp_path / "out") as store:
+        store.add_runs(spec.runs())
+        check_and_record(store, "mlp", tasks)
+        first = store.meta(INPUT_KEY)[str(data)]["sha256"]
+        data.write_text("a,kind\n1,x\n2,y\n3,x\n")
+        check_and_record(store, "mlp", tasks)  # pending only: accepted, the new bytes recorded
+        assert store.meta(INPUT_KEY)[str(data)]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest() != first

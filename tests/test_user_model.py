@@ -105,6 +105,40 @@ def test_factory_failures_are_refused_before_training(tmp_path, capsys, name, ex
     assert not (tmp_path / "out").exists()
 
 
+def test_a_forward_that_fails_leaves_no_store_and_the_fixed_file_sweeps(tmp_path, capsys):
+    """A module that cannot run one example is refused before the sweep directory exists; after the user
+    fixes the file, the same --out sweeps (no run was trained from the broken file, so nothing to protect)."""
+    net = tmp_path / "net.py"
+    net.write_text("from torch import nn\ndef make(input_shape, num_outputs, width: int = 4):\n"
+                   "    return nn.Linear(5, num_outputs)\n")
+    spec = write_spec(tmp_path / "s.yaml", {"task": TASK, "model": {"family": f"{net}:make"}, "train": {"steps": 2}})
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "the model's forward failed on one example" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+    net.write_text("from torch import nn\ndef make(input_shape, num_outputs, width: int = 4):\n"
+                   "    return nn.Sequential(nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_outputs))\n")
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert Store.open(tmp_path / "out").runs()[0]["status"] == "done"
+
+
+def test_a_store_without_trained_runs_takes_the_changed_file(tmp_path):
+    """Provenance protects results: a store whose runs never finished records the file anew."""
+    from overparam.provenance import MODEL_KEY as META_KEY
+    from overparam.provenance import check_and_record
+
+    net = tmp_path / "net.py"
+    net.write_text("from torch import nn\ndef make(input_shape, num_outputs):\n    return nn.Linear(64, num_outputs)\n")
+    family = f"{net}:make"
+    spec = Spec({"task": TASK, "model": {"family": family}, "train": {"steps": 2}})
+    with Store.create(tmp_path / "out") as store:
+        store.add_runs(spec.runs())
+        check_and_record(store, family)
+        first = store.meta(META_KEY)[family]["sha256"]
+        net.write_text(net.read_text() + "# edited\n")
+        check_and_record(store, family)  # pending only: accepted, and the new hash recorded
+        assert store.meta(META_KEY)[family]["sha256"] != first
+
+
 def test_a_file_that_fails_to_import_is_named(tmp_path, capsys):
     bad = tmp_path / "broken.py"
     bad.write_text("import torch\ndef make(input_shape, num_outputs):\n    return torch.nn.Linear(\n")

@@ -13,8 +13,9 @@ Recorded in the store's meta when a sweep starts:
 Two things read them back:
 
 - **resume**: rerunning a sweep into the same directory with a changed model file or input is refused,
-  naming the file: finished runs would otherwise sit beside runs trained on something else, under the
-  same ids;
+  naming the file, once runs were trained from the recorded one: finished runs would otherwise sit
+  beside runs trained on something else, under the same ids (with no result yet, the new one is
+  recorded instead: fixing the file and rerunning is the way on);
 - **rebuild**: ``compress``, ``implicit``, ``landscape``, ``probe``, ``attention`` and the report's
   sections that rebuild runs load a checkpoint into a model built from the run's config and task. A
   changed model file builds another model; a changed corpus another vocabulary (the checkpoint then
@@ -215,16 +216,19 @@ def _input_changed(where: str, value: str, recorded: dict[str, Any], why: str, w
     return StoreError(f"{now}: {where} changed since {when}{read}: {why}; {fix}")
 
 
-def check_and_record(store: Any, family: str, tasks: list[dict[str, Any]]) -> None:
-    """When a sweep starts: refuse a changed model file or input (a resume), else record them.
+def check_and_record(store: Any, family: str, tasks: list[dict[str, Any]] | tuple = ()) -> None:
+    """When a sweep starts: refuse a changed model file or input once runs were trained from the recorded
+    one (a resume), else record them. A store whose runs all failed or wait holds no result of the old
+    file, so fixing the file and rerunning is what the user should do: the new one is recorded.
 
     ``family``: the spec's model family; ``tasks``: the task configs of its runs.
     """
+    trained = any(r["status"] in ("done", "diverged") for r in store.runs())  # results exist from the old files
     now = _model_source(family)
     if now is not None:
         sources = dict(store.meta(MODEL_KEY) or {})
         recorded = sources.get(family)
-        if recorded and recorded.get("sha256") and recorded.get("sha256") != now["sha256"]:
+        if trained and recorded and recorded.get("sha256") and recorded.get("sha256") != now["sha256"]:
             raise _model_changed(family, recorded, now, f"this sweep trained runs from it in {store.dir}",
                                  "use a new --out or revert the file")
         sources[family] = now
@@ -236,10 +240,11 @@ def check_and_record(store: Any, family: str, tasks: list[dict[str, Any]]) -> No
         recorded = inputs.get(value)
         if isinstance(recorded, dict):
             why = difference(recorded, fp)
-            if why is not None:
+            if why is None:
+                continue
+            if trained:
                 raise _input_changed(where, value, recorded, why, f"this sweep trained runs on it in {store.dir}",
                                      "use a new --out, or revert it")
-            continue
         inputs[value] = {**fp, "path": str(Path(value).expanduser().absolute())}
         added = True
     if added:

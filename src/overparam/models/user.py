@@ -312,8 +312,8 @@ class UserFamily:
                 raise SpecError(f"model.family: {self.reference!r}: {self.name}({shown[:200]}) raised "
                                 f"{_one_line(exc)}") from exc
         if not isinstance(model, nn.Module):
-            raise SpecError(f"model.family: {self.reference!r}: {self.name} returned a {type(model).__name__}, not "
-                            f"a torch.nn.Module")
+            what = _article(type(model).__name__)
+            raise SpecError(f"model.family: {self.reference!r}: {self.name} returned {what}, not a torch.nn.Module")
         return model
 
     def _key(self, cfg: dict[str, Any], shape: Shape) -> str:
@@ -362,3 +362,7 @@ def measure_flops(model: nn.Module, x: torch.Tensor, per: int = 1, where: str = 
         raise SpecError(f"model.family: {where!r}: the model's forward failed on one example of shape "
                         f"{tuple(x.shape)} ({_one_line(exc)})") from exc
     return int(math.ceil(3 * counter.get_total_flops() / max(per, 1)))
+
+
+def _article(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

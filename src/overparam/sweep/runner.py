@@ -6,6 +6,7 @@ or diverged) are never retrained, and runs a killed process left 'running' are t
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +89,13 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
             tasks[key] = load_task(json.loads(key), cache_dir=Path(out) / CACHE_DIR)  # decoded images, kept
         return tasks[key]
 
-    for run in runs:  # load data and check sizes before touching the store
-        get_task(task_key(run.config))
+    sized: set[str] = set()
+    for run in runs:  # load data, build each distinct model once (its count and FLOPs) before touching the store
+        task = get_task(task_key(run.config))
+        model_key = json.dumps([run.config["model"], task_key(run.config)], sort_keys=True)
+        if model_key not in sized:  # a user factory that fails to build or to run one example fails here
+            sized.add(model_key)
+            run_size(run.config, task)
     check_memory(runs, tasks)
     copies = SinkSet(sinks, spec.name, out)  # connects now: a bad --mlflow URI fails before training
 
