@@ -249,7 +249,7 @@ def _sweep_foreign_db(tmp: Path, good: Path):
 
 
 def _check_meta(tmp: Path, good: Path, name: str, sources: str) -> list[str]:
-    """Provenance of a user's model file (models.provenance), damaged: read only by a rebuild and --check."""
+    """Provenance of a user's model file (overparam.provenance), damaged: read only by a rebuild and --check."""
     bad = _copy(tmp, good, name)
     _edit(bad, "INSERT OR REPLACE INTO meta(key, value) VALUES ('model_sources', ?)", sources)
     return ["runs", str(bad), "--check"]
@@ -373,7 +373,159 @@ FLAG_CASES = [
                                                     "--seed", "-1"), 2, "--seed"),
 ]
 
-CASES: list[Hostile] = SPEC_CASES + STORE_CASES + SILENT_CASES + ANALYSIS_CASES + FLAG_CASES
+# -- damaged in-context metrics (lists and mappings that the readings use directly) -----------------------
+LM_TRAIN = {"optimizer": "adamw", "lr": 1e-2, "steps": 4, "batch_size": 8}
+LM_SPECS = {  # tiny sweeps of two sizes whose runs carry each kind of list metric (train.lm_measures)
+    "icl": {"name": "icl", "task": {"kind": "icl-markov", "states": 3, "alpha": 0.5, "context": 12, "train_size": 128,
+                                    "test_size": 32},
+            "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 12},
+            "train": {**LM_TRAIN, "eval_every": 2}, "vary": {"model.d_model": [8, 16]}},
+    "fewshot": {"name": "fs", "task": {"kind": "fewshot", "symbols": 5, "labels": 3, "context": 13, "shots": [0, 2, 6],
+                                       "train_size": 64, "test_size": 32},
+                "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 13}, "train": LM_TRAIN,
+                "vary": {"model.d_model": [8, 16]}},
+    "text": {"name": "tx", "task": {"kind": "text", "tokenizer": "char", "train_size": 3000, "test_size": 1000},
+             "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "context": 16}, "train": LM_TRAIN,
+             "vary": {"model.d_model": [8, 16]}},
+}
+
+
+def _lm_store(tmp: Path, which: str, spec: dict | None = None) -> Path:
+    from overparam.sweep.runner import run_sweep
+
+    out = tmp / f"lm-{which}"
+    run_sweep(spec or LM_SPECS[which], out, progress=False)
+    return out
+
+
+def _set_metric(store: Path, key: str, value) -> None:
+    """Metric ``key`` of the first run set to ``value`` (JSON text; None: removed)."""
+    con = sqlite3.connect(store / "overparam.sqlite")
+    run_id, text = con.execute("SELECT id, metrics FROM runs ORDER BY idx").fetchone()
+    metrics = json.loads(text)
+    if value is None:
+        metrics.pop(key)
+    else:
+        metrics[key] = json.loads(value)
+    con.execute("UPDATE runs SET metrics=? WHERE id=?", (json.dumps(metrics), run_id))
+    con.commit()
+    con.close()
+
+
+def metric_case(which: str, key: str, value: str | None, fragment: str, command: str = "analyze") -> Hostile:
+    def setup(tmp: Path, good: Path) -> list[str]:
+        bad = _lm_store(tmp, which)
+        _set_metric(bad, key, value)
+        return [command, str(bad)] + (["--json"] if command in ("analyze", "runs") else [])
+
+    name = f"{which}-{key}-{'missing' if value is None else value[:20]}-{command}"
+    return Hostile("damaged in-context metrics", name, setup, 2, fragment, own_lines=command == "report", seconds=30)
+
+
+METRIC_CASES = [
+    metric_case("icl", "loss_by_position", '"x"', "loss_by_position is 'x'"),
+    metric_case("icl", "loss_by_position", "[1, 2]", "loss_by_position has 2 positions", "report"),
+    metric_case("icl", "loss_by_position", "[NaN, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]", "not all finite"),
+    metric_case("icl", "reference_loss_by_position", '{"bayes": [1]}', "has 1 values", "report"),
+    metric_case("icl", "induction_by_head", "[[1, 2], [3]]", "rows of different lengths"),
+    metric_case("icl", "position_late", "[99]", "reaches past the 12 positions"),
+    metric_case("icl", "bayes_gap", None, "icl_score without bayes_gap", "report"),
+    metric_case("icl", "icl_score", '"high"', "icl_score is 'high'"),
+    metric_case("icl", "reference_icl_score", '{"bayes": "a"}', "reference_icl_score"),
+    metric_case("fewshot", "shot_accuracy", "[0.5]", "1 values for 3 numbers of shots", "report"),
+    metric_case("fewshot", "shots", '"abc"', "shots is 'abc'"),
+    metric_case("fewshot", "shot_optimal", '{"a": 1}', "shot_optimal"),
+    metric_case("text", "domain_test_loss", "[1, 2]", "domain_test_loss is [1, 2]"),
+    metric_case("text", "domain_test_loss", '{"docs": "x"}', "domain_test_loss", "report"),
+    metric_case("text", "domain_test_loss_se", "7", "domain_test_loss_se is 7", "runs"),
+    metric_case("text", "loss_by_position_se", "[0.1]", "loss_by_position_se has 1 values"),
+]
+
+
+# -- inputs that changed after the sweep trained on them ----------------------------------------------
+def _corpus(path: Path, words: int = 2000, extra: str = "") -> Path:
+    vocab = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
+    path.write_text(" ".join(vocab[(7 * i) % len(vocab)] for i in range(words)) + extra)
+    return path
+
+
+def _text_input_sweep(tmp: Path, mix: bool = False) -> tuple[Path, Path, Path]:
+    """A char-level gpt sweep on a corpus file in ``tmp``: (sweep dir, corpus, spec file)."""
+    corpus = _corpus(tmp / "corpus.txt")
+    task = {"kind": "text", "tokenizer": "char", "train_size": 3000, "test_size": 1000}
+    task |= {"mix": [{"path": str(corpus), "weight": 1}, {"path": "embedded:docs", "weight": 1}]} if mix else {
+        "path": str(corpus)}
+    spec = {"name": "inputs", "task": task, "model": {"family": "gpt", "n_layer": 1, "n_head": 2, "d_model": 8,
+                                                      "context": 16}, "train": LM_TRAIN}
+    return _lm_store(tmp, "input", spec), corpus, _spec(tmp, "inputs", yaml.safe_dump(spec))
+
+
+def _edited_corpus(command: str, mix: bool = False, forget: bool = False) -> Setup:
+    def setup(tmp: Path, good: Path):
+        out, corpus, spec = _text_input_sweep(tmp, mix)
+        if forget:  # a store written before input fingerprints
+            _edit(out, "DELETE FROM meta WHERE key='input_files'")
+        with corpus.open("a") as f:
+            f.write(" zebra QUIZ!")  # new characters: another vocabulary
+        if command == "sweep":
+            return ["sweep", str(spec), "--out", str(out), "--no-progress"], [out / "overparam.sqlite"]
+        return [command, str(out)] + (["--run", _first_run(out)] if command != "report" else [])
+
+    return setup
+
+
+def _table_sweep_test_file_edited(tmp: Path, good: Path) -> list[str]:
+    """A table sweep whose test CSV then changes one digit: same size, other bytes."""
+    from overparam.sweep.runner import run_sweep
+
+    rows = [f"{i % 7}.{i % 3},{(i * 5) % 11}.5,{'ab'[i % 2]}" for i in range(60)]
+    (tmp / "train.csv").write_text("a,b,kind\n" + "\n".join(rows[:40]) + "\n")
+    test = tmp / "test.csv"
+    test.write_text("a,b,kind\n" + "\n".join(rows[40:]) + "\n")
+    out = tmp / "table"
+    run_sweep({"name": "table", "task": {"kind": "table", "path": str(tmp / "train.csv"), "test_path": str(test),
+                                         "target": "kind"},
+               "model": {"family": "mlp", "width": 8}, "train": {"steps": 5}}, out, progress=False)
+    text = test.read_text()
+    test.write_text(text.replace("0.5", "1.5", 1))
+    return ["compress", str(out), "--run", _first_run(out)]
+
+
+def _image_folder_grew(tmp: Path, good: Path) -> list[str]:
+    """An image-folder sweep, then one more image in a class folder."""
+    import numpy as np
+    from PIL import Image
+
+    from overparam.sweep.runner import run_sweep
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp / "img" / "train" / c).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(tmp / "img" / "train" / c / f"{i}.png")
+    out = tmp / "images"
+    run_sweep({"name": "img", "task": {"kind": "images", "path": str(tmp / "img"), "test_size": 4},
+               "model": {"family": "mlp", "width": 8}, "train": {"steps": 5}}, out, progress=False)
+    Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(tmp / "img" / "train" / "cat" / "new.png")
+    return ["implicit", str(out), "--run", _first_run(out)]
+
+
+INPUT_CASES = [
+    Hostile("changed inputs", "corpus-edited-attention", _edited_corpus("attention"), 2, "task.path changed since"),
+    Hostile("changed inputs", "corpus-edited-resume", _edited_corpus("sweep"), 2, "use a new --out"),
+    Hostile("changed inputs", "corpus-edited-report", _edited_corpus("report"), 0, "task.path changed since",
+            own_lines=True, seconds=60),
+    Hostile("changed inputs", "mix-domain-edited-attention", _edited_corpus("attention", mix=True), 2,
+            "task.mix[0].path changed since"),
+    Hostile("changed inputs", "corpus-edited-old-store", _edited_corpus("attention", forget=True), 2,
+            "does not fit the model rebuilt"),
+    Hostile("changed inputs", "table-test-file-edited-compress", _table_sweep_test_file_edited, 2,
+            "same size, other bytes"),
+    Hostile("changed inputs", "image-added-implicit", _image_folder_grew, 2, "13 files"),
+]
+
+CASES: list[Hostile] = (SPEC_CASES + STORE_CASES + SILENT_CASES + ANALYSIS_CASES + FLAG_CASES + METRIC_CASES
+                        + INPUT_CASES)
 
 
 # -- running a case ---------------------------------------------------------------------------------

@@ -62,7 +62,8 @@ def one_error(stderr: str) -> str:
 
 def test_every_class_of_the_issue_has_cases():
     kinds = {c.kind for c in CASES}
-    assert kinds >= {"spec types", "spec sizes", "corrupt stores", "silent corruption", "bad saved analyses", "flags"}
+    assert kinds >= {"spec types", "spec sizes", "corrupt stores", "silent corruption", "bad saved analyses", "flags",
+                     "damaged in-context metrics", "changed inputs"}
     assert len(CASES) >= 60
 
 

@@ -123,7 +123,8 @@ def test_a_forward_that_fails_leaves_no_store_and_the_fixed_file_sweeps(tmp_path
 
 def test_a_store_without_trained_runs_takes_the_changed_file(tmp_path):
     """Provenance protects results: a store whose runs never finished records the file anew."""
-    from overparam.models.provenance import META_KEY, check_and_record
+    from overparam.provenance import MODEL_KEY as META_KEY
+    from overparam.provenance import check_and_record
 
     net = tmp_path / "net.py"
     net.write_text("from torch import nn\ndef make(input_shape, num_outputs):\n    return nn.Linear(64, num_outputs)\n")

@@ -99,9 +99,9 @@ def load_run_models(directory: str | Path, run_id: str) -> tuple[nn.Module, nn.M
     """
     from overparam.data import load_task
     from overparam.models import family_module
-    from overparam.models.provenance import check_rebuild
+    from overparam.provenance import check_rebuild
     from overparam.store import open_store
-    from overparam.sweep.checkpoints import load_checkpoint
+    from overparam.sweep.checkpoints import load_checkpoint, load_weights
     from overparam.train.run import run_dtype, shape_of
 
     with open_store(directory) as store:
@@ -113,14 +113,14 @@ def load_run_models(directory: str | Path, run_id: str) -> tuple[nn.Module, nn.M
             raise StoreError(f"run {run_id} is {run['status']}, not done: there are no trained weights")
         path = store.checkpoint_path(run_id)
     config = run["config"]
-    check_rebuild(directory, config["model"]["family"])  # a user model's file must be the one it trained from
+    check_rebuild(directory, config)  # the model file and the task's inputs must be the ones it trained from
     state = load_checkpoint(path, run_id, config)
     task = load_task(config["task"])
     family = family_module(config["model"]["family"])
     init = family.build(config["model"], shape_of(task), config["seed"], dropout=config["train"]["dropout"])
     init = init.to(dtype=run_dtype(config["train"]))
     final = copy.deepcopy(init)
-    final.load_state_dict(state)
+    load_weights(final, state, run_id)
     return init.eval(), final.eval(), task, config
 
 

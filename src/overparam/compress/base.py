@@ -236,9 +236,9 @@ def load_subject(directory: str | Path, run_id: str) -> Subject:
     """
     from overparam.data import load_task
     from overparam.models import family_module, is_user_family
-    from overparam.models.provenance import check_rebuild
+    from overparam.provenance import check_rebuild
     from overparam.store import open_store
-    from overparam.sweep.checkpoints import load_checkpoint
+    from overparam.sweep.checkpoints import load_checkpoint, load_weights
     from overparam.train.run import shape_of
 
     with open_store(directory) as store:
@@ -261,13 +261,13 @@ def load_subject(directory: str | Path, run_id: str) -> Subject:
     if not Path(path).is_file():
         raise OverparamError(f"--run: run {run['id']} has no checkpoint ({path}); rerun its sweep with "
                              f"train.checkpoint true")
-    check_rebuild(directory, name)  # a user model's file must be the one its checkpoint came from
+    check_rebuild(directory, config)  # the model file and the task's inputs must be the ones it trained from
     state = load_checkpoint(Path(path), run["id"], config)
     task = load_task(config["task"])
     shape = shape_of(task)
     family = family_module(name)
     model = family.build(config["model"], shape, config["seed"], dropout=config["train"]["dropout"])
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    load_weights(model, {k: v.float() for k, v in state.items()}, run["id"])
     model = model.float().eval()
     subject = Subject(run["id"], config, task, shape, family, model, run["metrics"])
     if task.kind == "lm":

@@ -78,8 +78,8 @@ def rebuild(run: dict[str, Any], checkpoint: Path, task: Any = None) -> LoadedRu
     when several runs share it (loading the text task tokenizes the corpus)."""
     from overparam.data import load_task
     from overparam.models import family_module
-    from overparam.models.provenance import check_rebuild
-    from overparam.sweep.checkpoints import load_checkpoint
+    from overparam.provenance import check_rebuild
+    from overparam.sweep.checkpoints import load_checkpoint, load_weights
     from overparam.train.run import shape_of
 
     config = run["config"]
@@ -92,14 +92,14 @@ def rebuild(run: dict[str, Any], checkpoint: Path, task: Any = None) -> LoadedRu
     if not checkpoint.is_file():
         raise OverparamError(f"--run: run {run['id']} has no checkpoint ({checkpoint}); rerun its sweep with "
                              f"train.checkpoint true")
-    check_rebuild(checkpoint.parent.parent, family)  # DIR/checkpoints/<id>.safetensors: DIR's record of the file
+    check_rebuild(checkpoint.parent.parent, config)  # DIR/checkpoints/<id>.safetensors: DIR's record of its inputs
     state = load_checkpoint(checkpoint, run["id"], config)
     task = task if task is not None else load_task(config["task"])
     model = family_module(family).build(config["model"], shape_of(task), config["seed"])
     if not (hasattr(model, "hidden_states") and hasattr(model, "attention_maps")):
         raise OverparamError(f"--run: run {run['id']}'s model ({family!r}) has no hidden_states and attention_maps "
                              f"methods; attention and probes need gpt, hf-causal-lm, or a module with both")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    load_weights(model, {k: v.float() for k, v in state.items()}, run["id"])
     return LoadedRun(run["id"], config, task, model.float().eval(), run.get("params"), run.get("metrics") or {})
 
 

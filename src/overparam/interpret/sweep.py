@@ -77,11 +77,14 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
                     log: Any = None) -> dict[str, Any] | None:
     """The sweep view (see the module docstring), or None when the sweep has no finished gpt run with
     a checkpoint. Cached in ``DIR/analyses/interpret.json``; ``reuse``: take a cached view of the same
-    runs whatever settings (target, tokens) made it (what the report does)."""
+    runs whatever settings (target, tokens) made it (what the report does). Runs whose model file or
+    task input changed since the sweep (``overparam.provenance``) are left out with one warning each."""
     import warnings
 
     from overparam.data import load_task
+    from overparam.errors import StoreError
     from overparam.interpret.base import rebuild
+    from overparam.provenance import check_rebuild, recorded_inputs
     from overparam.store import open_store
     from overparam.sweep.checkpoints import NonFiniteWeights, SkippedRunWarning
 
@@ -108,10 +111,20 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
             pass
     tasks: dict[str, Any] = {}
     results = []
+    recorded = recorded_inputs(directory)
+    changed: dict[str, str] = {}  # task key -> why its runs are left out (warned once)
     for r in chosen:
         task_key = json.dumps(r["config"]["task"], sort_keys=True)
-        if task_key not in tasks:
-            tasks[task_key] = load_task(r["config"]["task"])
+        if task_key not in tasks and task_key not in changed:
+            try:  # before loading: a changed corpus would load, with another vocabulary
+                check_rebuild(directory, r["config"], recorded)
+            except StoreError as exc:
+                changed[task_key] = str(exc)
+                warnings.warn(SkippedRunWarning(f"interpretability: {exc}"), stacklevel=2)
+            else:
+                tasks[task_key] = load_task(r["config"]["task"])
+        if task_key in changed:
+            continue
         if log:
             log(f"interpret: run {r['id']} ({r['params']:,} params)")
         try:

@@ -29,7 +29,7 @@ of ``overparam.models.base``:
   ``model.context`` tokens, divided by the context.
 
 Provenance: :attr:`UserFamily.source` is the file the factory lives in (the module's file for
-``package.module``); ``overparam.models.provenance`` records its sha256 in the sweep's store.
+``package.module``); ``overparam.provenance`` records its sha256 in the sweep's store.
 A relative path is read from the current directory, or from where the store recorded it.
 """
 

@@ -124,3 +124,19 @@ def load_checkpoint(path: Path, run_id: str, config: dict[str, Any], finite: boo
         raise NonFiniteWeights(f"run {run_id} has non-finite weights (NaN or inf in {bad!r}, {path}); there is "
                                f"nothing to measure in it")
     return state
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], run_id: str) -> None:
+    """``model.load_state_dict(state)``, or a StoreError saying why the checkpoint does not fit.
+
+    The model is rebuilt from the run's config and its task (the vocabulary of a corpus, the classes of
+    a table); a store from before input fingerprints (``overparam.provenance``) cannot say that an
+    input changed since, so the shapes that no longer match are the first sign of it.
+    """
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = (" ".join(str(exc).split("\n\t")[1:2]).strip() or " ".join(str(exc).split()))[:200]
+        raise StoreError(f"run {run_id}: its checkpoint does not fit the model rebuilt from its config ({detail}); "
+                         f"did the task's data or the model's file change since the sweep? Revert it, or rerun the "
+                         f"sweep with a new --out") from None

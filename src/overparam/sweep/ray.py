@@ -82,6 +82,57 @@ def _probe(address: str, timeout: float = 5.0) -> None:
                              f"start one with `ray start --head` (docs/scale-out.md)") from None
 
 
+AUTH_HINT = ("set RAY_AUTH_MODE=token, with the cluster's token (`~/.ray/auth_token` on its head node) in "
+             "~/.ray/auth_token here or in RAY_AUTH_TOKEN")
+
+
+def _local_token() -> str | None:
+    """The token ``ray.init`` would send: only with RAY_AUTH_MODE=token, from RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (Ray's own order)."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _probe_auth(address: str, timeout: float = 5.0) -> None:
+    """One quiet request to the cluster's GCS, with the token ``ray.init`` would send (if any).
+
+    A cluster with token authentication answers UNAUTHENTICATED at once; ``ray.init`` instead retries
+    for ~24 s and prints ~20 warning lines before it gives up. Anything else (a reply, another error,
+    no grpc) is left to ``ray.init``. Ray Client addresses (``ray://``) speak another protocol: skipped.
+    """
+    if address.startswith("ray://") or address in ("auto", "local") or ":" not in address:
+        return
+    try:
+        import grpc
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    except ImportError:
+        return
+    token = _local_token()
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    channel = grpc.insecure_channel(address)
+    try:
+        gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+            gcs_service_pb2.GetClusterIdRequest(), timeout=timeout, metadata=metadata)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            why = ("the token sent (RAY_AUTH_MODE=token) is not the cluster's" if token else
+                   "the cluster uses token authentication and this driver sent no token")
+            fix = "copy the token from the head node's ~/.ray/auth_token" if token else AUTH_HINT
+            raise OverparamError(f"--address {address}: {why}; {fix} (docs/scale-out.md)") from None
+    finally:
+        channel.close()
+
+
 class RayExecutor:
     """Runs groups as Ray tasks and yields their outcomes as they finish (any order).
 
@@ -103,8 +154,9 @@ class RayExecutor:
             raise OverparamError("--num-cpus: sizes the local Ray started without --address; a cluster's "
                                  "size is set where it starts (`ray start --num-cpus N`)")
         require("ray", "ray")  # a missing extra is reported before any run is marked running
-        if address:
-            _probe(address)  # before the sweep directory exists: an unreachable cluster leaves nothing behind
+        if address:  # before the sweep directory exists: an unreachable cluster leaves nothing behind
+            _probe(address)
+            _probe_auth(address)
         self.device = device
         self.address = address
         self.num_cpus = num_cpus
@@ -152,8 +204,7 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             msg = " ".join(str(exc).split())[:300]
-            hint = ("; if it uses token authentication (recent Ray's default), set RAY_AUTH_MODE=token "
-                    "with its token in ~/.ray/auth_token or RAY_AUTH_TOKEN" if self.address else "")
+            hint = f"; if it uses token authentication (recent Ray's default), {AUTH_HINT}" if self.address else ""
             raise OverparamError(f"--executor ray: cannot start or reach {where} ({msg}){hint}; "
                                  f"see docs/scale-out.md") from exc
         return True

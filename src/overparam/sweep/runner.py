@@ -16,7 +16,7 @@ from overparam.data import load_task
 from overparam.errors import OverparamError, StoreError
 from overparam.flags import threads_from_env
 from overparam.integrations.base import SinkSet
-from overparam.models.provenance import check_and_record
+from overparam.provenance import check_and_record
 from overparam.spec import Spec, load_spec
 from overparam.store import Store
 from overparam.sweep.checkpoints import save_checkpoint
@@ -100,7 +100,8 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
     copies = SinkSet(sinks, spec.name, out)  # connects now: a bad --mlflow URI fails before training
 
     with copies, Store.create(out) as store:
-        check_and_record(store, spec.base["model"]["family"])  # a changed model file: refused before any change
+        # a changed model file or input (corpus, table, image folder…): refused before any change
+        check_and_record(store, spec.base["model"]["family"], [r.config["task"] for r in runs])
         store.reset_interrupted()
         store.add_runs(runs)
         store.set_meta("spec", spec.to_dict())

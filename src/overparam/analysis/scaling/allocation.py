@@ -3,6 +3,10 @@
 Both end in power laws N*(C) = k_N C^a and D*(C) = k_D C^b, fitted by ordinary least squares in
 log-log; they differ in how the optimal (C, N, D) points are found. ``predict`` returns N*(C) at each
 row's ``flops``; ``params_`` holds a, b, k_N (``k_params``), k_D (``k_tokens``).
+
+Bootstrap: a resample is its drawn points with their counts as weights (the optima of a resample depend
+only on which points it drew and how often), so no resampled table is built; budgets are found, and
+parabolas fitted, for all budgets at once from per-budget weighted sums.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from overparam.analysis.scaling.base import ScalingLawFitter
+from overparam.analysis.scaling.bootstrap import resample_blocks
 from overparam.errors import OverparamError
 
 
@@ -27,18 +32,32 @@ class _AllocationFitter(ScalingLawFitter):
     def min_points(self) -> int:
         return 3
 
-    def _optima(self, data: pd.DataFrame) -> tuple[pd.DataFrame, list[float]]:
-        """Rows (flops, params, tokens) of the compute-optimal points in ``data``; budgets skipped."""
+    def _optima(self, data: pd.DataFrame, weights: np.ndarray | None = None) -> tuple[pd.DataFrame, list[float]]:
+        """Rows (flops, params, tokens) of the compute-optimal points in ``data``; budgets skipped.
+
+        ``weights``: how often each row counts (a bootstrap resample's draws), None for once each.
+        """
         raise NotImplementedError
 
-    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
-        opt = self._optima(data)[0]
+    def _solve(self, data: pd.DataFrame, start: np.ndarray | None, weights: np.ndarray | None = None) -> np.ndarray:
+        opt = self._optima(data, weights)[0]
         if len(opt) < 2 or opt["flops"].nunique() < 2:
             raise OverparamError(f"{self.law}: found {len(opt)} compute-optimal point(s), need 2 at "
                                  "different compute budgets")
         a, log_kn = loglog_fit(opt["flops"].to_numpy(), opt["params"].to_numpy())
         b, log_kd = loglog_fit(opt["flops"].to_numpy(), opt["tokens"].to_numpy())
         return np.array([a, b, log_kn, log_kd])
+
+    def _bootstrap_thetas(self, data: pd.DataFrame, rng: np.random.Generator) -> list[np.ndarray]:
+        out = []
+        for counts in resample_blocks(rng, len(data), int(self.bootstrap)):
+            for w in counts:
+                drawn = w > 0
+                try:
+                    out.append(self._solve(data[drawn].reset_index(drop=True), None, w[drawn]))
+                except OverparamError:
+                    continue  # a degenerate resample (e.g. too few distinct budgets): skip it
+        return out
 
     def _finish(self, data: pd.DataFrame) -> None:
         self.optima_, self.skipped_budgets_ = self._optima(data)
@@ -67,7 +86,8 @@ class EnvelopeFitter(_AllocationFitter):
 
     law = "chinchilla-envelope"
 
-    def _optima(self, data):
+    def _optima(self, data, weights=None):
+        # a point drawn twice is on the frontier once: its copy is not below it (weights do not matter)
         data = data.sort_values(["flops", "loss"], kind="stable")
         best = np.minimum.accumulate(data["loss"].to_numpy())
         on_frontier = data["loss"].to_numpy() < np.concatenate([[np.inf], best[:-1]])
@@ -100,24 +120,44 @@ class IsoFLOPFitter(_AllocationFitter):
         """Group id per row: sorted log10 compute split where it passes the group start + budget_tol."""
         lc = np.log10(flops)
         order = np.argsort(lc, kind="stable")
-        ids, start, current = np.empty(len(lc), int), -np.inf, -1
-        for i in order:
-            if lc[i] > start + self.budget_tol:
-                current, start = current + 1, lc[i]
-            ids[i] = current
+        v = lc[order]
+        ids, i, current = np.empty(len(lc), int), 0, 0
+        while i < len(v):  # one step per budget, not per run
+            j = int(np.searchsorted(v, v[i] + self.budget_tol, side="right"))
+            ids[order[i:j]] = current
+            current, i = current + 1, j
         return ids
 
-    def _optima(self, data):
-        rows, skipped = [], []
-        for _, group in data.groupby(self.budgets(data["flops"].to_numpy())):
-            c = float(np.exp(np.log(group["flops"]).mean()))  # the budget: geometric mean of the group
-            if group["params"].nunique() < 3:
-                skipped.append(c)
-                continue
-            p2, p1, _ = np.polyfit(np.log(group["params"]), group["loss"], 2)
-            if p2 <= 0:
-                skipped.append(c)
-                continue
-            n_opt = float(np.exp(-p1 / (2 * p2)))
-            rows.append({"flops": c, "params": n_opt, "tokens": c / (6 * n_opt)})
-        return pd.DataFrame(rows, columns=["flops", "params", "tokens"]), skipped
+    def _optima(self, data, weights=None):
+        """Per budget, the weighted least-squares parabola in x = log N, centred on the budget's mean x
+        (well conditioned normal equations), solved for every budget at once."""
+        ids = self.budgets(data["flops"].to_numpy())
+        k = int(ids.max()) + 1
+        w = np.ones(len(data)) if weights is None else np.asarray(weights, float)
+        x, y = np.log(data["params"].to_numpy()), data["loss"].to_numpy()
+
+        def total(v):
+            return np.bincount(ids, weights=w * v, minlength=k)
+
+        n_w = total(np.ones_like(x))
+        budget = np.exp(total(np.log(data["flops"].to_numpy())) / n_w)  # geometric mean of the group
+        xc = x - (total(x) / n_w)[ids]
+        m = np.stack([np.stack([total(xc ** (i + j)) for j in range(3)], axis=-1) for i in range(3)], axis=1)
+        rhs = np.stack([total(xc ** i * y) for i in range(3)], axis=-1)
+        sizes = _distinct_per_group(ids, data["params"].to_numpy(), k)
+        ok = sizes >= 3
+        coef = np.full((k, 3), np.nan)  # (q0, q1, q2) of q0 + q1 xc + q2 xc² per budget
+        if ok.any():
+            coef[ok] = np.linalg.solve(m[ok], rhs[ok][..., None])[..., 0]
+        ok &= coef[:, 2] > 0  # an upward parabola has a minimum
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n_opt = np.exp(total(x)[ok] / n_w[ok] - coef[ok, 1] / (2 * coef[ok, 2]))
+        rows = pd.DataFrame({"flops": budget[ok], "params": n_opt, "tokens": budget[ok] / (6 * n_opt)})
+        return rows, [float(c) for c in budget[~ok]]
+
+
+def _distinct_per_group(ids: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
+    """Number of distinct ``values`` in each group id 0..k-1."""
+    _, rank = np.unique(values, return_inverse=True)  # integer keys sort ~10x faster than float pairs
+    pairs = np.unique(ids.astype(np.int64) * (int(rank.max()) + 1) + rank)
+    return np.bincount(pairs // (int(rank.max()) + 1), minlength=k)

@@ -34,13 +34,16 @@ def budgets(values: Any, decades: float = SAME_DECADES) -> list[float]:
     """The distinct values of ``values`` (positive), those within ``decades`` of a group's first
     (smallest) value merged into the group; each group is reported by its geometric mean."""
     v = np.sort(np.log10(np.asarray(values, dtype=float)))
-    groups: list[list[float]] = []
-    for x in v:
-        if groups and x - groups[-1][0] <= decades:
-            groups[-1].append(x)
-        else:
-            groups.append([x])
-    return [float(10 ** np.mean(g)) for g in groups]
+    out, i = [], 0
+    while i < len(v):  # one step per group, not per value: 10^5 points are a handful of budgets
+        j = int(np.searchsorted(v, v[i] + decades, side="right"))
+        while j < len(v) and v[j] - v[i] <= decades:  # the rule is on the difference: settle rounding
+            j += 1
+        while j > i + 1 and v[j - 1] - v[i] > decades:
+            j -= 1
+        out.append(float(10 ** np.mean(v[i:j])))
+        i = j
+    return out
 
 
 def axes(points: pd.DataFrame) -> dict[str, list[float]]:

@@ -19,18 +19,17 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
-from overparam.analysis.scaling.base import ScalingLawFitter, best_of
-from overparam.analysis.scaling.power import check_x, lm_solve
+from overparam.analysis.scaling.least_squares import Batched, LeastSquaresFitter, logaddexp
+from overparam.analysis.scaling.power import check_x
 from overparam.errors import OverparamError
 
 
 def _softplus(z):
-    return np.logaddexp(0.0, z)
+    return logaddexp(0.0, z)
 
 
-class BrokenPowerLawFitter(ScalingLawFitter):
+class BrokenPowerLawFitter(LeastSquaresFitter):
     """BNSL with ``breaks`` breaks in one variable ``x`` (params, tokens or flops)."""
 
     law = "bnsl"
@@ -56,39 +55,46 @@ class BrokenPowerLawFitter(ScalingLawFitter):
         if not isinstance(self.breaks, (int, np.integer)) or not 1 <= self.breaks <= 3:
             raise OverparamError(f"breaks must be 1, 2 or 3, got {self.breaks!r}")
 
-    def _log_curve(self, theta, lx):
-        """(log y, T, z, f): T = the power-law term's log, z (breaks, n) and f (breaks,) as above."""
-        la, lb, c0 = theta[:3]
-        c, ld, lf = theta[3::3], theta[4::3], theta[5::3]
+    @staticmethod
+    def _curves(thetas, lx):
+        """(log y, T, z, f, softplus(z)) of parameter rows ``thetas`` (k, p): log y and T (the power-law
+        term's log) (k, n), z and softplus(z) (k, breaks, n), f (k, breaks), as in the module docstring."""
+        la, lb, c0 = thetas[:, 0, None], thetas[:, 1, None], thetas[:, 2, None]
+        c, ld, lf = thetas[:, 3::3], thetas[:, 4::3], thetas[:, 5::3]
         f = np.exp(np.clip(lf, -20.0, 20.0))  # sharpness 1/f: beyond e^±20 the break is a kink/flat
-        z = (lx[None] - ld[:, None]) / f[:, None]
-        t = lb - c0 * lx - (c[:, None] * f[:, None] * _softplus(z)).sum(0)
-        return np.logaddexp(la, t), t, z, f
+        z = (lx - ld[..., None]) / f[..., None]
+        sp = _softplus(z)
+        t = lb - c0 * lx - (c[..., None] * f[..., None] * sp).sum(1)
+        return logaddexp(la, t), t, z, f, sp
 
-    def _jacobian(self, theta, lx):
-        la = theta[0]
-        c = theta[3::3]
-        _, t, z, f = self._log_curve(theta, lx)
-        w = expit(t - la)  # weight of the power-law term against the offset a
-        cols = [1 - w, w, -w * lx]
-        sp, sg = _softplus(z), expit(z)
-        for i in range(len(c)):
-            cols += [-w * f[i] * sp[i], w * c[i] * sg[i], -w * c[i] * f[i] * (sp[i] - z[i] * sg[i])]
-        return np.stack(cols, axis=1)
+    def _log_curve(self, theta, lx):
+        """``_curves`` of one parameter vector: log y, T (n,), z (breaks, n), f (breaks,)."""
+        return tuple(v[0] for v in self._curves(np.asarray(theta, float)[None], lx)[:4])
 
-    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+    def _batched(self, data: pd.DataFrame) -> Batched:
         lx, ly = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
 
-        def residual(theta):
-            return self._log_curve(theta, lx)[0] - ly
+        def model(thetas, jacobian=True):
+            log_y, t, z, f, sp = self._curves(thetas, lx)
+            if not jacobian:
+                return log_y - ly, None
+            # ∂ log y / ∂ T = e^(T - log y), the power-law term's weight against the offset a
+            w = np.exp(t - log_y)
+            sg = np.exp(z - sp)  # the logistic σ(z) = e^z / (1 + e^z)
+            cols = [1 - w, w, -w * lx]
+            c = thetas[:, 3::3]
+            for i in range(c.shape[1]):
+                ci, fi = c[:, i, None], f[:, i, None]
+                cols += [-w * fi * sp[:, i], w * ci * sg[:, i], -w * ci * fi * (sp[:, i] - z[:, i] * sg[:, i])]
+            return log_y - ly, np.stack(cols, axis=1)
 
-        def solve(x0, max_nfev=2000):
-            return lm_solve(residual, lambda th: self._jacobian(th, lx), x0, max_nfev)
+        return model
 
-        if start is not None:
-            return best_of(start[None], solve)
-        # a short run from every start, then the 3 best continued to convergence
-        return best_of(self._starts(lx, ly), lambda x0: solve(x0, 10 * len(x0)), polish=solve)
+    def _grid(self, data: pd.DataFrame) -> np.ndarray:
+        return self._starts(np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy()))
+
+    def _short_nfev(self, x0: np.ndarray) -> int:
+        return 10 * len(x0)
 
     def _starts(self, lx: np.ndarray, ly: np.ndarray) -> np.ndarray:
         """Breaks at quantiles of log x; slopes and sharpness from small grids; a below the minimum."""

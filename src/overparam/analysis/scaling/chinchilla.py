@@ -41,11 +41,20 @@ import numpy as np
 import pandas as pd
 
 from overparam.analysis.scaling.base import ScalingLawFitter
+from overparam.analysis.scaling.bootstrap import (
+    Preconditioner,
+    fd_hessian,
+    refine,
+    resample_blocks,
+    search_rows,
+)
 from overparam.analysis.scaling.lbfgs import minimize_batched
 from overparam.errors import OverparamError
 
 DELTA = 1e-3  # Huber δ on log residuals (Besiroglu et al. 2024)
-_CHUNK = 512  # starts per block of the objective: keeps the (block, points) temporaries in cache
+# starts x points per block of the objective: the temporaries stay in cache and are reused (a fresh
+# array of millions of elements costs page faults: ~6 ns an element, more than the exp it holds)
+_BLOCK = 1 << 15
 
 
 def besiroglu_grid() -> np.ndarray:
@@ -96,23 +105,33 @@ def objective(theta, ln, ld, ll, weights, delta):
     p1 *= c
     p2 *= c
     s1, s2 = p1.sum(1, dtype=float), p2.sum(1, dtype=float)
-    g = np.stack([s1, s2, c.sum(1, dtype=float) - s1 - s2, -(p1 @ ln), -(p2 @ ld)], axis=1)
+    # einsum, not a BLAS matrix-vector product: threaded gemv on a long single row costs ~20 ns an element
+    g = np.stack([s1, s2, c.sum(1, dtype=float) - s1 - s2, -np.einsum("kn,n->k", p1, ln),
+                  -np.einsum("kn,n->k", p2, ld)], axis=1)
     return f, g.astype(float)
 
 
 def _batched_objective(ln, ld, ll, weights, rows, delta, dtype=np.float64):
-    """fun(x, idx) for minimize_batched: problem idx uses weights[rows[idx]] (one row per resample)."""
+    """fun(x, idx) for minimize_batched: problem idx uses weights[rows[idx]] (one row per resample).
+
+    Evaluated in blocks of at most ``_BLOCK`` starts x points (more points than that: one start at a
+    time, the points in pieces whose sums add up), so the temporaries stay in cache and are reused.
+    """
     ln, ld, ll, weights = (np.asarray(v, dtype) for v in (ln, ld, ll, weights))
+    n = len(ll)
+    per_block = max(1, _BLOCK // max(n, 1))  # starts per block
+    cols = [slice(lo, lo + _BLOCK) for lo in range(0, n, _BLOCK)] if n > _BLOCK else [slice(None)]
 
     def fun(x, idx):
-        fs, gs = [], []
-        for lo in range(0, len(x), _CHUNK):
-            sl = slice(lo, lo + _CHUNK)
-            w = weights[0] if len(weights) == 1 else weights[rows[idx[sl]]]
-            f, g = objective(x[sl], ln, ld, ll, w, delta)
-            fs.append(f)
-            gs.append(g)
-        return np.concatenate(fs), np.concatenate(gs)
+        f, g = np.zeros(len(x)), np.zeros((len(x), x.shape[1]))
+        for lo in range(0, len(x), per_block):
+            sl = slice(lo, lo + per_block)
+            for cs in cols:
+                w = weights[0, cs] if len(weights) == 1 else weights[rows[idx[sl]], cs]
+                fb, gb = objective(x[sl], ln[cs], ld[cs], ll[cs], w, delta)
+                f[sl] += fb
+                g[sl] += gb
+        return f, g
 
     return fun
 
@@ -162,23 +181,29 @@ class ChinchillaFitter(ScalingLawFitter):
         E, A, B, alpha, beta = init.T
         return np.stack([np.log(A), np.log(B), np.log(E), alpha, beta], axis=1)
 
-    def _minimize(self, fun, starts, groups, max_iter):
-        return minimize_batched(fun, starts, max_iter=max_iter, gtol=1e-9, ftol=1e-13,
-                                stall_window=self.stall_window, stall_rtol=self.stall_rtol,
-                                stall_ratio=self.stall_ratio, groups=groups)
+    def _minimize(self, fun, starts, groups, max_iter, precondition=None):
+        options = dict(max_iter=max_iter, gtol=1e-9, ftol=1e-13, stall_window=self.stall_window,
+                       stall_rtol=self.stall_rtol, stall_ratio=self.stall_ratio, groups=groups)
+        if precondition is not None:
+            return refine(fun, starts, precondition, **options)
+        return minimize_batched(fun, starts, **options)
 
-    def _search(self, data, starts, weights=None, groups=None):
-        """L-BFGS from every start in float32, then the best per group refined in float64.
+    def _search(self, data, starts, weights=None, groups=None, precondition=None):
+        """L-BFGS from every start in float32 on the search points, then the best per group refined in
+        float64 on every point.
 
         weights (R, n) and groups (k,) map start k to resample groups[k]; None: one group, unit weights.
-        The refinement starts from the 8 best distinct end points of a single group, or from the best
-        end point of each resample. Returns (x, f) of the refined points and the float32 result.
+        The search points are all points up to ``SEARCH_POINTS``, else a fixed subsample
+        (``bootstrap.search_rows``). The refinement starts from the 8 best distinct end points of a
+        single group, or from the best end point of each resample (``precondition``: in its variables).
+        Returns (x, f) of the refined points, the float32 result and the search points' indices.
         """
         ln, ld, ll = _logs(data)
+        rows = search_rows(len(ll))
         w = np.ones((1, len(ll))) if weights is None else weights
         g = np.zeros(len(starts), int) if groups is None else groups
-        coarse = self._minimize(_batched_objective(ln, ld, ll, w, g, self.delta, np.float32), starts, g,
-                                self.search_iter)
+        coarse = self._minimize(_batched_objective(ln[rows], ld[rows], ll[rows], w[:, rows], g, self.delta,
+                                                   np.float32), starts, g, self.search_iter)
         if groups is None:
             seeds = _distinct_minima(coarse.x, coarse.fun, keep=8)
             if len(seeds) == 0:
@@ -189,35 +214,46 @@ class ChinchillaFitter(ScalingLawFitter):
             seeds = coarse.x[np.arange(len(w)) * f.shape[1] + np.argmin(f, axis=1)]
             seed_groups = np.arange(len(w))
         fine = self._minimize(_batched_objective(ln, ld, ll, w, seed_groups, self.delta), seeds, seed_groups,
-                              self.max_iter)
-        return fine.x, fine.fun, coarse
+                              self.max_iter, precondition)
+        return fine.x, fine.fun, coarse, rows
 
     def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
         starts = self._starts() if start is None else np.atleast_2d(start)
-        x, f, coarse = self._search(data, starts)
+        x, f, coarse, rows = self._search(data, starts)
         best = int(np.argmin(np.where(np.isfinite(f), f, np.inf)))
         if start is None:
-            near = coarse.fun <= f[best] * (1 + 1e-5) + 1e-9
+            # reached the best: within 1e-5 of the refined optimum (searched on a subsample: of the
+            # search's own best, the only objective its end points can be compared with)
+            ref = f[best] if len(rows) == len(data) else np.min(np.where(np.isfinite(coarse.fun), coarse.fun, np.inf))
+            near = coarse.fun <= ref * (1 + 1e-5) + 1e-9
             self.search_ = {"starts": len(starts), "objective": float(f[best] * self.delta),
-                            "starts_reaching_best": int(near.sum())}
+                            "starts_reaching_best": int(near.sum()), "points_searched": len(rows)}
             self.local_minima_ = _distinct_minima(x, f, tol=1e-2, keep=3, within=1.5)
         return x[best]
 
     def _bootstrap_thetas(self, data: pd.DataFrame, rng: np.random.Generator) -> list[np.ndarray]:
+        """Every resample refitted from the full-data minima and its own best grid start (module
+        docstring), in blocks of resamples; the float64 refinement preconditioned at θ̂."""
         ln, ld, ll = _logs(data)
-        n, R = len(data), int(self.bootstrap)
-        W = np.zeros((R, n))
-        np.add.at(W, (np.repeat(np.arange(R), n), rng.integers(0, n, R * n)), 1.0)
+        rows = search_rows(len(ll))
         grid = self._starts()
-        H = np.concatenate([huber_terms(grid[i:i + _CHUNK], ln, ld, ll, self.delta)[0]
-                            for i in range(0, len(grid), _CHUNK)])
+        per_block = max(1, _BLOCK // len(rows))
+        H = np.concatenate([huber_terms(grid[i:i + per_block], ln[rows], ld[rows], ll[rows], self.delta)[0]
+                            for i in range(0, len(grid), per_block)])
         H = np.where(np.isfinite(H), H, 1e300)
-        best_grid = grid[np.argmin(W @ H.T, axis=1)]  # (R, 5): the best grid start per resample
-        shared = np.repeat(self.local_minima_[None], R, 0)  # full-data optimum, other good minima
-        starts = np.concatenate([shared, best_grid[:, None]], axis=1)  # (R, s, 5)
-        groups = np.repeat(np.arange(R), starts.shape[1])
-        x, _, _ = self._search(data, starts.reshape(-1, 5), W, groups)
-        return list(x)
+        full = _batched_objective(ln, ld, ll, np.ones((1, len(ll))), np.zeros(1, int), self.delta)
+        hessian = fd_hessian(lambda x: full(x, np.zeros(len(x), int))[1], self.theta_)
+        precondition = Preconditioner(self.theta_, hessian)
+        out: list[np.ndarray] = []
+        for W in resample_blocks(rng, len(ll), int(self.bootstrap)):
+            R = len(W)
+            best_grid = grid[np.argmin(W[:, rows] @ H.T, axis=1)]  # (R, 5): the best grid start per resample
+            shared = np.repeat(self.local_minima_[None], R, 0)  # full-data optimum, other good minima
+            starts = np.concatenate([shared, best_grid[:, None]], axis=1)  # (R, s, 5)
+            groups = np.repeat(np.arange(R), starts.shape[1])
+            x = self._search(data, starts.reshape(-1, 5), W, groups, precondition)[0]
+            out.extend(x)
+        return out
 
     @np.errstate(over="ignore", invalid="ignore")  # constants beyond float range: inf/nan, null in JSON
     def _predict(self, theta, data):

@@ -127,6 +127,7 @@ def minimize_batched(
     stall_rtol: float = 1e-4,
     stall_ratio: float = 1.5,
     groups: np.ndarray | None = None,
+    scale_first: bool = True,
 ) -> BatchResult:
     """Minimize K independent objectives from the K rows of ``x0`` with L-BFGS, all at once.
 
@@ -134,6 +135,10 @@ def minimize_batched(
     is stopped when it lowered f by less than ``stall_rtol`` (1 + |f|) over the window *and* its f is
     above ``stall_ratio`` x the best f of its group (``groups``: problem -> group id, e.g. the
     resample it belongs to; default one group). The best start of a group is never pruned.
+
+    ``scale_first``: the first step (and the first after a restart) is 1/‖g‖∞ long, a guess of scale for
+    an unknown problem; False tries the full step -g first, right when the variables are preconditioned
+    so that the Hessian is near the identity (``bootstrap.Preconditioner``): -g is then Newton's step.
     """
     x = np.array(x0, dtype=float)
     K = len(x)
@@ -159,7 +164,7 @@ def minimize_batched(
             p[uphill], gp[uphill] = -ga[uphill], -_dot(ga[uphill], ga[uphill])
             st.rho[:, a[uphill]] = 0.0
             st.fresh[a[uphill]] = True
-        t0 = np.where(st.fresh[a], np.minimum(1.0, 1.0 / np.abs(ga).max(axis=1)), 1.0)
+        t0 = np.where(st.fresh[a] & scale_first, np.minimum(1.0, 1.0 / np.abs(ga).max(axis=1)), 1.0)
         x_new, f_new, g_new, ok = _line_search(fun, st.ids[a], st.x[a], st.f[a], p, gp, t0, c1,
                                                max_backtracks)
         out.n_iter[st.ids[a]] += 1

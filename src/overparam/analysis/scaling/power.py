@@ -1,8 +1,8 @@
 """Single-variable power law with offset, and Kaplan et al.'s joint law in (N, D).
 
-Both are fitted by least squares on log-loss residuals, log L̂ - log L, with Levenberg-Marquardt
-(scipy ``least_squares(method="lm")``, analytic Jacobian) from a small grid of data-scaled starts;
-the lowest cost wins. Fitting in log space weighs a 1 % miss the same at every scale.
+Both are fitted by least squares on log-loss residuals, log L̂ - log L, with Levenberg-Marquardt from a
+small grid of data-scaled starts; the lowest cost wins (``least_squares.py``: the fit and the
+bootstrap). Fitting in log space weighs a 1 % miss the same at every scale.
 """
 
 from __future__ import annotations
@@ -11,21 +11,12 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import least_squares
 from scipy.special import expit
 
-from overparam.analysis.scaling.base import ScalingLawFitter, best_of
+from overparam.analysis.scaling.least_squares import Batched, LeastSquaresFitter, logaddexp
 from overparam.errors import OverparamError
 
 X_COLUMNS = {"params": "params", "tokens": "tokens", "flops": "flops"}
-
-
-def lm_solve(residual, jacobian, x0: np.ndarray, max_nfev: int = 2000) -> tuple[float, np.ndarray]:
-    """Levenberg-Marquardt to machine precision; returns (sum of squared residuals / 2, x)."""
-    with np.errstate(all="ignore"):  # a wild trial step overflows; LM then shrinks its trust region
-        res = least_squares(residual, x0, jac=jacobian, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15,
-                            max_nfev=max_nfev)
-    return float(res.cost), res.x
 
 
 def check_x(x: str) -> None:
@@ -33,7 +24,7 @@ def check_x(x: str) -> None:
         raise OverparamError(f"x must be one of {', '.join(X_COLUMNS)}, got {x!r}")
 
 
-class PowerLawFitter(ScalingLawFitter):
+class PowerLawFitter(LeastSquaresFitter):
     """L(X) = E + A / X^α, X one of params (N), tokens (D) or flops (C) (Kaplan et al. 2020 with offset).
 
     Log-sum-exp form: log L = LSE(a - α log X, e), with A = exp(a), E = exp(e) (so E, A > 0).
@@ -59,21 +50,22 @@ class PowerLawFitter(ScalingLawFitter):
         a, e, alpha = theta
         return a - alpha * lx, np.full_like(lx, e)
 
-    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+    def _batched(self, data: pd.DataFrame) -> Batched:
         lx, ll = np.log(data[self.x].to_numpy()), np.log(data["loss"].to_numpy())
 
-        def residual(theta):
-            return np.logaddexp(*self._terms(theta, lx)) - ll
+        def model(thetas, jacobian=True):
+            a, e, alpha = (thetas[:, i, None] for i in range(3))
+            t = a - alpha * lx  # log A/X^α, (k, n)
+            r = logaddexp(t, e) - ll
+            if not jacobian:
+                return r, None
+            p = expit(t - e)  # weight of the A/X^α term
+            return r, np.stack([p, 1 - p, -p * lx], axis=1)
 
-        def jacobian(theta):
-            p = expit(self._terms(theta, lx)[0] - theta[1])  # weight of the A/X^α term
-            return np.stack([p, 1 - p, -p * lx], axis=1)
+        return model
 
-        if start is not None:
-            return best_of(start[None], lambda x0: lm_solve(residual, jacobian, x0))
-        # a short run from each start (α -> 0 runs away slowly), then the 3 best to convergence
-        return best_of(self._starts(lx, np.exp(ll)), lambda x0: lm_solve(residual, jacobian, x0, 100),
-                       polish=lambda x0: lm_solve(residual, jacobian, x0))
+    def _grid(self, data: pd.DataFrame) -> np.ndarray:
+        return self._starts(np.log(data[self.x].to_numpy()), data["loss"].to_numpy())
 
     @staticmethod
     def _starts(lx: np.ndarray, loss: np.ndarray) -> np.ndarray:
@@ -87,7 +79,7 @@ class PowerLawFitter(ScalingLawFitter):
 
     @np.errstate(over="ignore")  # a resample's wild exponent: inf, printed as null
     def _predict(self, theta, data):
-        return np.exp(np.logaddexp(*self._terms(theta, np.log(data[self.x].to_numpy()))))
+        return np.exp(logaddexp(*self._terms(theta, np.log(data[self.x].to_numpy()))))
 
     @np.errstate(over="ignore")  # log A beyond float range (a bootstrap resample far off): A = inf, null in JSON
     def _named(self, theta):
@@ -101,7 +93,7 @@ class PowerLawFitter(ScalingLawFitter):
             return p["E"] + p["A"] * np.asarray(x, float) ** -p["alpha"]
 
 
-class KaplanFitter(ScalingLawFitter):
+class KaplanFitter(LeastSquaresFitter):
     """L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D (Kaplan et al. 2020, eq. 1.5).
 
     Log form: log L = α_D · LSE((α_N/α_D)(log N_c - log N), log D_c - log D); θ = (log N_c, log D_c,
@@ -121,31 +113,33 @@ class KaplanFitter(ScalingLawFitter):
         lnc, ldc, an, ad = theta
         return (an / ad) * (lnc - ln), ldc - ld
 
-    def _solve(self, data: pd.DataFrame, start: np.ndarray | None) -> np.ndarray:
+    def _batched(self, data: pd.DataFrame) -> Batched:
         ln, ld = np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy())
         ll = np.log(data["loss"].to_numpy())
 
-        def residual(theta):
-            return theta[3] * np.logaddexp(*self._uv(theta, ln, ld)) - ll
-
-        def jacobian(theta):
-            lnc, _, an, ad = theta
-            u, v = self._uv(theta, ln, ld)
+        def model(thetas, jacobian=True):
+            lnc, ldc, an, ad = (thetas[:, i, None] for i in range(4))
+            u, v = (an / ad) * (lnc - ln), ldc - ld
+            s = logaddexp(u, v)
+            r = ad * s - ll
+            if not jacobian:
+                return r, None
             p = expit(u - v)  # softmax weight of the N term
-            return np.stack([an * p, ad * (1 - p), p * (lnc - ln), np.logaddexp(u, v) - p * u], axis=1)
+            return r, np.stack([an * p, ad * (1 - p), p * (lnc - ln), s - p * u], axis=1)
 
-        if start is not None:
-            return best_of(start[None], lambda x0: lm_solve(residual, jacobian, x0))
+        return model
+
+    def _grid(self, data: pd.DataFrame) -> np.ndarray:
+        """81 starts: N_c, D_c 1-10 e-folds beyond the largest N, D; exponents 0.05-0.3."""
+        ln, ld = np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy())
         grid = itertools.product(ln.max() + np.array([1.0, 5.0, 10.0]), ld.max() + np.array([1.0, 5.0, 10.0]),
                                  (0.05, 0.1, 0.3), (0.05, 0.1, 0.3))
-        # a short run from each of the 81 starts, then the 3 best continued to convergence
-        return best_of(np.array(list(grid)), lambda x0: lm_solve(residual, jacobian, x0, 100),
-                       polish=lambda x0: lm_solve(residual, jacobian, x0))
+        return np.array(list(grid))
 
     @np.errstate(over="ignore")
     def _predict(self, theta, data):
         uv = self._uv(theta, np.log(data["params"].to_numpy()), np.log(data["tokens"].to_numpy()))
-        return np.exp(theta[3] * np.logaddexp(*uv))
+        return np.exp(theta[3] * logaddexp(*uv))
 
     @np.errstate(over="ignore")  # a resample's log N_c beyond float range: inf, null in JSON
     def _named(self, theta):
