@@ -271,6 +271,8 @@ def assert_page_numbers_hold(report_dir: Path) -> dict[str, list[tuple[str, list
 
 NOT_APPLICABLE = re.compile(r"\bn/a\b(?!\s*[:(—])")  # "n/a: no 2/lr line for adam" says why; "n/a" alone does not
 RAW_VALUE = re.compile(r"\b(?:None|nan|NaN|inf)\b|\[\{'|\{'\w+': ")  # a Python value printed as it is
+# A count of 1,000 or more printed without its thousands separator ("1069-wide"); years (19xx, 20xx) are not counts.
+UNSEPARATED = re.compile(r"(?<![\d.,\w])(?!(?:19|20)\d\d(?!\d))\d{4,}(?![\d.,]\d)")
 
 
 def style_problems(text: str) -> list[str]:
@@ -288,6 +290,8 @@ def style_problems(text: str) -> list[str]:
         problems.append("n/a without its reason")
     if RAW_VALUE.search(text):
         problems.append(f"a raw Python value ({RAW_VALUE.search(text).group(0)!r})")
+    if UNSEPARATED.search(text):
+        problems.append(f"a count without its thousands separator ({UNSEPARATED.search(text).group(0)!r})")
     return problems
 
 

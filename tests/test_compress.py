@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 from readings import nested
+from readings_check import style_problems
 
 from overparam.cli import main
 from overparam.compress.distill import distillation_loss
@@ -320,6 +321,7 @@ def test_constructed_sentences_state_only_true_comparisons():
     for value, kinds in cases.items():
         e, dense = _constructed(value, speed=(2.0, 0.5))
         seen = set(check_sentence(e, dense, CURVE, 5000))
+        assert style_problems(e["sentence"]) == [], e["sentence"]  # "a 1,000-wide MLP", never "1000-wide"
         assert kinds <= seen and {"faster", "slower"} <= seen, (e["sentence"], seen)
     # values a sentence compares print with the decimals that tell them apart: never "16.2 % against 16.2 %"
     from overparam.compress.reading import formatter

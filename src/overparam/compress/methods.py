@@ -52,7 +52,7 @@ def structured(bench: Bench, fractions: list[float], by: str, ft: int) -> None:
         if user:
             what = f"with the {_pct(f)} {which} output units of each hidden layer masked to zero (same shapes)"
         elif family == "mlp":
-            shape = "×".join(str(v) for v in widths.values())
+            shape = "×".join(f"{v:,}" for v in widths.values())
             what = f"rebuilt {shape} wide with the {_pct(f)} {which} neurons removed"
         else:
             what = f"rebuilt with the {_pct(f)} {which} heads and MLP neurons of each block removed"
@@ -156,7 +156,7 @@ def distill(bench: Bench, widths: list[int], temperature: float, alpha: float) -
 
     gpt = bench.subject.config["model"]["family"] == "gpt"
     for w in widths:
-        student_name = f"a d_model {w} student" if gpt else f"a {w}-wide student"
+        student_name = f"a d_model {w:,} student" if gpt else f"a {w:,}-wide student"
         for soft in (True, False):
             student, summary = train_student(bench.subject, w, distill=soft, temperature=temperature,
                                              alpha=alpha)

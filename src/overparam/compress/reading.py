@@ -1,6 +1,6 @@
 """Reading a frontier entry as one sentence, in the sweep's own units.
 
-"A 2048-wide MLP pruned to 50 % of its weights and fine-tuned 625 steps (test error 16.81 %, loss
+"A 2,048-wide MLP pruned to 50 % of its weights and fine-tuned 625 steps (test error 16.81 %, loss
 0.942) counts as a dense 1,069-wide model (80.2k parameters): the dense curve, walked down from its
 own size, first reaches 16.81 % between widths 1,091 (16.04 %) and 581 (18.35 %); it runs at the dense
 model's speed (…) and takes 600.0 KiB on disk (100 % of the dense bytes)."
@@ -23,7 +23,7 @@ from typing import Any
 def describe_model(config: dict[str, Any]) -> str:
     m = config["model"]
     if m["family"] == "mlp":
-        return f"a {m['width']}-wide MLP" if m["depth"] == 1 else f"a {m['depth']}×{m['width']} MLP"
+        return f"a {m['width']:,}-wide MLP" if m["depth"] == 1 else f"a {m['depth']}×{m['width']:,} MLP"
     if m["family"] == "gpt":
         return f"a {m['n_layer']}-layer GPT (d_model {m['d_model']}, {m['n_head']} heads)"
     settings = ", ".join(f"{k} {v}" for k, v in m.items() if k != "family" and isinstance(v, (int, float, str)))
@@ -63,9 +63,9 @@ def _size_name(size: dict[str, Any] | None, family: str, params: float) -> str:
     """'1,069-wide' (mlp), 'd_model 48' (gpt), or '80.2k-parameter' for other families."""
     size = size or {}
     if family == "mlp" and "width" in size:
-        return f"{size['width']:.0f}-wide"
+        return f"{size['width']:,.0f}-wide"
     if family == "gpt" and "d_model" in size:
-        return f"d_model {size['d_model']:.0f}"
+        return f"d_model {size['d_model']:,.0f}"
     return f"{_count(params)}-parameter"
 
 
@@ -73,9 +73,9 @@ def _point_name(point: dict[str, Any], family: str) -> str:
     """A dense size of the sweep by its axis: 'width 581', 'd_model 64', '5,472 parameters'."""
     size = point.get("size") or {}
     if family == "mlp" and isinstance(size.get("width"), (int, float)):
-        return f"width {size['width']:.0f}"
+        return f"width {size['width']:,.0f}"
     if family == "gpt" and isinstance(size.get("d_model"), (int, float)):
-        return f"d_model {size['d_model']:.0f}"
+        return f"d_model {size['d_model']:,.0f}"
     return f"{point['params']:,.0f} parameters"
 
 
