@@ -195,3 +195,23 @@ def test_reading_states_the_documents_numbers():
         "Halfway (α = 0.5) the train loss is 1.5 at width 8 and 0.8 at width 64.",
         "Part-way along the line the test loss is lower than at the trained weights (by more than 1 %) for 1 of 3 "
         "widths; most at width 64: 0.4 at α = 0.5, 0.6 trained."]
+
+
+def test_reading_separates_thousands_in_sizes_and_losses():
+    """The demo read "most at width 1091": a width of 1,000 or more keeps its separator, as elsewhere on the page."""
+    def path(size, barrier, train, test):
+        return {"size": size, "params": size * 10, "seed": 0, "barrier": barrier, "has_barrier": barrier > 0,
+                "monotonic": True, "train_loss": train, "test_loss": test}
+
+    doc = {"axis": "model.width", "alphas": [0.0, 0.5, 1.0],
+           "paths": [path(581, 0.02, [2.3, 1.5, 1.0], [2.3, 1.6, 1.2]),
+                     path(1091, 0.0, [2.3, 1.0, 0.5], [2.3, 0.4, 0.9]),
+                     path(2048, 0.0, [2.3, 0.8, 0.1], [2.3, 0.7, 0.6])]}
+    said = read_paths(doc)
+    assert said[1].endswith("is at width 581; from width 1,091 up there is none.")
+    assert said[2] == "Halfway (α = 0.5) the train loss is 1.5 at width 581 and 0.8 at width 2,048."
+    assert "most at width 1,091: 0.4 at α = 0.5, 0.9 trained." in said[3]
+    from overparam.analysis.landscape_report import fmt_num, fmt_size
+
+    assert (fmt_num(12345.6), fmt_num(0.0123), fmt_size(1091), fmt_size(1091.0), fmt_size("a")) == \
+        ("12,300", "0.0123", "1,091", "1,091", "a")

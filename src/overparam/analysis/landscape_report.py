@@ -36,8 +36,17 @@ MIN_POINTS = 3  # evaluated steps per run before "the first step at or below" sa
 
 
 def fmt_num(v: float | None) -> str:
-    """Three significant digits, the precision every sentence here states."""
-    return "n/a" if v is None else f"{v:.3g}"
+    """Three significant digits, the precision every sentence here states; from 1,000 up with separators."""
+    if v is None:
+        return "n/a"
+    return f"{float(f'{v:.3g}'):,.0f}" if 1e3 <= abs(v) < 1e15 else f"{v:.3g}"
+
+
+def fmt_size(v: Any) -> str:
+    """A size as the sweep names it: '1,091' for a width, the value itself otherwise."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer():
+        return f"{int(v):,}"
+    return str(v)
 
 
 def fmt_int(v: float) -> str:
@@ -320,15 +329,16 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
         out.append(f"No {word} reached {name} within {fmt_int(last)} steps" +
                    (f"; the lowest final value was {fmt_num(min(finals))}." if finals else "."))
     elif len(reached) == 1:
-        out.append(f"Only {word} {reached[0]['size']} reached {name}, at step {fmt_int(reached[0]['median_step'])}.")
+        only = reached[0]
+        out.append(f"Only {word} {fmt_size(only['size'])} reached {name}, at step {fmt_int(only['median_step'])}.")
     else:
         narrow, wide = reached[0], reached[-1]
         bigger = "Wider" if word == "width" else "Larger"
         verdict = (f"{bigger} networks fit faster" if wide["median_step"] < narrow["median_step"] else
                    f"{bigger} networks did not fit faster here" if wide["median_step"] > narrow["median_step"] else
                    f"The narrowest and the widest {word} that reached it got there at the same evaluated step")
-        out.append(f"{verdict}: {word} {wide['size']} reached {name} at step {fmt_int(wide['median_step'])}, "
-                   f"{word} {narrow['size']} at step {fmt_int(narrow['median_step'])}{seeds}.")
+        out.append(f"{verdict}: {word} {fmt_size(wide['size'])} reached {name} at step {fmt_int(wide['median_step'])}, "
+                   f"{word} {fmt_size(narrow['size'])} at step {fmt_int(narrow['median_step'])}{seeds}.")
     if never and reached:
         names = [s["size"] for s in never]
         which = (f"the {len(never)} narrowest, {word}s {names[0]} to {names[-1]}"
@@ -339,8 +349,9 @@ def read_steps(doc: dict[str, Any]) -> list[str]:
     if partial:
         s = partial[0]
         share = f"{s['n_reached']} of {s['n_runs']}"
-        out.append(f"Only {share} {runs} of {word} {s['size']} reached it." if len(partial) == 1 else
-                   f"At {len(partial)} {word}s only some {runs} reached it (e.g. {word} {s['size']}: {share}).")
+        out.append(f"Only {share} {runs} of {word} {fmt_size(s['size'])} reached it." if len(partial) == 1 else
+                   f"At {len(partial)} {word}s only some {runs} reached it "
+                   f"(e.g. {word} {fmt_size(s['size'])}: {share}).")
     out.append(f"Threshold: {doc['threshold_rule']['text']}. A step is the first evaluated step at or below it, "
                f"so it is only as fine as the stored curve ({doc['evaluated_steps']} evaluated steps per run).")
     if doc.get("pooled"):
@@ -369,12 +380,13 @@ def read_paths(doc: dict[str, Any]) -> list[str]:
         top = max(bumps, key=lambda p: p["barrier"])
         at_wide = [p for p in paths if p["size"] == wide["size"]]
         clear = _clear_from(paths)
-        tail = (f"from {word} {clear} up there is none" if clear is not None and clear != wide["size"] else
-                f"at the widest, {word} {wide['size']}, there is none" if clear is not None else
-                f"at the widest, {word} {wide['size']}, it is {'at most ' if len(at_wide) > 1 else ''}"
+        tail = (f"from {word} {fmt_size(clear)} up there is none" if clear is not None and clear != wide["size"] else
+                f"at the widest, {word} {fmt_size(wide['size'])}, there is none" if clear is not None else
+                f"at the widest, {word} {fmt_size(wide['size'])}, it is {'at most ' if len(at_wide) > 1 else ''}"
                 f"{fmt_num(max(p['barrier'] for p in at_wide))}")
         out.append(f"The loss rose above the straight chord between the endpoints (a barrier) for {len(bumps)} of "
-                   f"{n}; the largest barrier, {fmt_num(top['barrier'])}, is at {word} {top['size']}; {tail}.")
+                   f"{n}; the largest barrier, {fmt_num(top['barrier'])}, is at {word} {fmt_size(top['size'])}; "
+                   f"{tail}.")
     else:
         out.append(f"No {noun[:-1]} shows a barrier: the train loss never rose above the straight chord between "
                    f"its endpoints.")
@@ -382,13 +394,14 @@ def read_paths(doc: dict[str, Any]) -> list[str]:
         i = doc["alphas"].index(0.5)
         seed = "" if one_per_size else " (lowest seeds)"
         out.append(f"Halfway (α = 0.5) the train loss is {fmt_num(narrow['train_loss'][i])} at {word} "
-                   f"{narrow['size']} and {fmt_num(wide['train_loss'][i])} at {word} {wide['size']}{seed}.")
+                   f"{fmt_size(narrow['size'])} and {fmt_num(wide['train_loss'][i])} at {word} "
+                   f"{fmt_size(wide['size'])}{seed}.")
     dips = [d for d in (_test_dip(p, doc["alphas"]) for p in paths) if d]
     if dips:
         p, alpha, low, end = max(dips, key=lambda d: 1 - d[2] / d[3])
         out.append(f"Part-way along the line the test loss is lower than at the trained weights (by more than "
-                   f"{100 * DIP:.0f} %) for {len(dips)} of {n} {noun}; most at {word} {p['size']}: {fmt_num(low)} at "
-                   f"α = {alpha:g}, {fmt_num(end)} trained.")
+                   f"{100 * DIP:.0f} %) for {len(dips)} of {n} {noun}; most at {word} {fmt_size(p['size'])}: "
+                   f"{fmt_num(low)} at α = {alpha:g}, {fmt_num(end)} trained.")
     return out
 
 
