@@ -80,7 +80,7 @@ def lottery(bench: Bench, targets: list[float], rate: float, rewind_step: int | 
     for s in targets:
         ticket, _ = found["tickets"][s]
         bench.add_torch("lottery", s, f"pruned to a lottery ticket at {_pct(1 - s)} of its weights by "
-                        f"iterative magnitude pruning rewound to step {k}", ticket, f"lottery-{s:g}",
+                        f"iterative magnitude pruning rewound to step {k:,}", ticket, f"lottery-{s:g}",
                         variant="ticket", rewind_step=k)
         bench.add_torch("lottery", s, f"with the {_pct(1 - s)} ticket's mask on fresh random weights",
                         found["controls"][s], f"lottery-{s:g}-reinit", variant="reinit", rewind_step=k)
@@ -161,8 +161,8 @@ def distill(bench: Bench, widths: list[int], temperature: float, alpha: float) -
             student, summary = train_student(bench.subject, w, distill=soft, temperature=temperature,
                                              alpha=alpha)
             steps = summary["steps"]
-            label = (f"distilled into {student_name} at T = {temperature:g}, α = {alpha:g} over {steps} steps"
+            label = (f"distilled into {student_name} at T = {temperature:g}, α = {alpha:g} over {steps:,} steps"
                      if soft else f"replaced by {student_name} trained on the labels alone with the same "
-                                  f"{steps}-step budget")
+                                  f"{steps:,}-step budget")
             bench.add_torch("distill", w, label, student, f"distill-{w}-{'kd' if soft else 'scratch'}",
                             variant="distilled" if soft else "scratch", **_diverged(summary))

@@ -192,7 +192,7 @@ def pct(x: float) -> str:
 
 
 def ft_phrase(steps: int) -> str:
-    return f" and fine-tuned {steps} steps" if steps else " without fine-tuning"
+    return f" and fine-tuned {steps:,} steps" if steps else " without fine-tuning"
 
 
 def diverged(summary: dict[str, Any]) -> dict[str, Any]:
