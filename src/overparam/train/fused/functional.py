@@ -39,6 +39,7 @@ import contextlib
 import copy
 import json
 import math
+import warnings
 from collections.abc import Callable
 from itertools import islice
 from typing import Any
@@ -63,6 +64,7 @@ from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
 from overparam.train.snapshot import Snapshots, TrainingState, fused_state
 
+_NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented the batching rule"
 EVAL_MACS = 1 << 30  # multiply-adds per evaluation chunk, all members together (bounds activations)
 _REASONS: dict[str, str | None] = {}  # group shape -> why it cannot fuse (None: it can)
 
@@ -94,11 +96,15 @@ def _using(masks: _Masks):
 
 
 class MaskedDropout(nn.Module):
-    """Stands in for ``nn.Dropout`` ``name`` in the group's module: ``x · mask`` with the member's mask."""
+    """Stands in for ``nn.Dropout`` ``name`` in the group's module: ``x · mask`` with the member's mask.
 
-    def __init__(self, name: str):
+    ``p`` is the replaced module's, for code that reads it rather than calling the module (transformers'
+    gpt2 passes its attention dropout's p to ``F.scaled_dot_product_attention``: 0 fuses; above 0 it draws
+    inside the kernel, which vmap refuses, so such runs train with the loop)."""
+
+    def __init__(self, name: str, p: float):
         super().__init__()
-        self.name = name
+        self.name, self.p = name, p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not _ACTIVE:
@@ -120,7 +126,7 @@ def _with_masked_dropout(module: nn.Module) -> nn.Module:
     for name, sub in list(module.named_modules()):
         if isinstance(sub, nn.Dropout) and name:
             parent, _, leaf = name.rpartition(".")
-            setattr(module.get_submodule(parent) if parent else module, leaf, MaskedDropout(name))
+            setattr(module.get_submodule(parent) if parent else module, leaf, MaskedDropout(name, sub.p))
     return module
 
 
@@ -242,7 +248,9 @@ class FunctionalNet(nn.Module):
             with _using(_Masks(mk)):
                 return functional_call(self.base, params, (xb,))
 
-        return vmap(one, in_dims=(0, x_dim, 0 if masks else None), randomness="error")(state, x_in, masks or None)
+        with warnings.catch_warnings():  # vmap runs such an op member by member: correct, the speed is measured
+            warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE)
+            return vmap(one, in_dims=(0, x_dim, 0 if masks else None), randomness="error")(state, x_in, masks or None)
 
     @torch.no_grad()
     def write_back(self, slot: int, module: nn.Module) -> None:
@@ -332,6 +340,10 @@ def _reason(config: dict[str, Any], task: TaskData, device: torch.device) -> str
         _probe(members, x, y, losses, dtype)
     except Exception as exc:  # vmap's refusals are RuntimeErrors, the module's own code may raise anything
         first = " ".join(str(exc).split("\n")[0].split())[:200]
+        if "random operation" in first:
+            return ("vmap cannot run the model's forward: it draws random numbers other than through nn.Dropout "
+                    "modules (torch.rand, F.dropout, or attention dropout inside F.scaled_dot_product_attention), "
+                    "which vmap cannot draw as each run alone does")
         return f"vmap cannot run the model's forward ({type(exc).__name__}: {first})"
     return None
 
