@@ -159,16 +159,22 @@ def test_planning_fuses_user_lms_and_says_why_a_module_vmap_cannot_run_stays_in_
 
 HF = {"family": "hf-causal-lm", "context": 8, "config": {"model_type": "gpt2", "n_layer": 1, "n_embd": 16,
                                                          "n_head": 2}}
+LLAMA = {"model_type": "llama", "num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2,
+         "intermediate_size": 32}
 
 
 def test_hf_causal_lm_fuses_exactly_and_attention_dropout_stays_in_the_loop():
-    """transformers' gpt2 runs under vmap (its sdpa attention member by member): fused == loop; with
+    """transformers' gpt2 and llama run under vmap (sdpa attention member by member): fused == loop; with
     train.dropout its attention draws masks inside the kernel, which vmap refuses: the loop, with a note."""
     pytest.importorskip("transformers", reason="hf-causal-lm needs the [hf] extra (transformers)")
+    task = load_task(runs_of(MARKOV, {"seed": [0]})[0].config["task"])
+    for model in (HF, {**HF, "config": LLAMA}):
+        runs = runs_of(MARKOV, {"seed": [0, 1], "train.lr": [3e-3, 1e-2]}, {**F64, "steps": 6, "eval_every": 3},
+                       model)
+        fused = train_functional_group([r.config for r in runs], task, CPU)
+        assert all(f.metrics["fused"] for f in fused)
+        assert max(result_gap(f, train_run(r.config, task, CPU)) for f, r in zip(fused, runs)) <= 1e-10
     runs = runs_of(MARKOV, {"seed": [0, 1], "train.lr": [3e-3, 1e-2]}, {**F64, "steps": 6, "eval_every": 3}, HF)
-    task = load_task(runs[0].config["task"])
-    fused = train_functional_group([r.config for r in runs], task, CPU)
-    assert max(result_gap(f, train_run(r.config, task, CPU)) for f, r in zip(fused, runs)) <= 1e-10
     dropped = runs_of(MARKOV, {"seed": [0, 1]}, {**F64, "dropout": 0.1}, HF)
     notes: list[str] = []
     groups = plan_groups(runs + dropped, "on", CPU, notes=notes)
