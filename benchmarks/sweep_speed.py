@@ -24,6 +24,13 @@ Configs (digits: 64 inputs, 10 classes, 1000 training examples; batch 128; Adam)
   gpt8      8 GPTs on the embedded text (bytes), d_model 64…256 (≈ geometric, multiples of 4),
             2 layers, 4 heads, context 64, 16 windows per step, AdamW, 200 steps (distinct shapes:
             one bucket each, so on a CPU only the optimizer and the step's overhead are shared)
+  lm16-user 16 seeds of a one-layer transformer written as a user would (benchmarks/user_lm.py:make_lm, width
+            32, 2 heads, attention as plain matmuls) on the embedded text (bytes), context 32, 8 windows per
+            step, AdamW: the generic engine on a language task (train/fused/functional_lm.py)
+  gpt16     16 seeds of the gpt family (1 layer, d_model 32, 2 heads), same task and recipe: the hand-written
+            engine (train/fused_gpt.py)
+  gpt16-user  the same gpt module as a user's factory (user_lm.py:make_gpt): the generic engine, whose vmap
+            runs F.scaled_dot_product_attention member by member on CPU
   heavy8    8 MLPs of depth 2 and width 4096 on a 256-input teacher (8,192 examples, 10 outputs,
             MSE), batch 1024, evaluated once: the compute-heavy variant (≈ 0.9 TFLOP per step),
             meant for a GPU, where its MFU is read against the bf16 peak
@@ -41,12 +48,11 @@ from typing import Any
 import torch
 
 from overparam.data import load_task
-from overparam.models import is_user_family
 from overparam.spec import Spec
 from overparam.sweep.grouping import plan_groups
 from overparam.train.fused import train_group
 from overparam.train.fused.functional import train_functional_group
-from overparam.train.fused.layout import CONV_FAMILIES
+from overparam.train.fused.layout import CONV_FAMILIES, functional_engine
 from overparam.train.fused_cnn import train_cnn_group
 from overparam.train.fused_gpt import train_gpt_group
 from overparam.train.run import resolve_device, run_size, train_run
@@ -75,17 +81,29 @@ def config_spec(name: str, steps: int) -> dict[str, Any]:
                 "model": {"family": "gpt", "n_layer": 2, "n_head": 4, "context": 64},
                 "vary": {"model.d_model": GPT_WIDTHS},
                 "train": {"optimizer": "adamw", "lr": 3e-3, "steps": steps, "batch_size": 16, "warmup_steps": 10}}
+    if name in ("lm16-user", "gpt16", "gpt16-user"):  # language tasks: 16 seeds of one shape
+        lm_train = {"optimizer": "adamw", "lr": 3e-3, "steps": steps, "batch_size": 8}
+        factories = {"lm16-user": ("make_lm", {"width": 32, "heads": 2}),
+                     "gpt16-user": ("make_gpt", {"n_layer": 1, "d_model": 32, "n_head": 2})}
+        if name == "gpt16":
+            model = {"family": "gpt", "n_layer": 1, "d_model": 32, "n_head": 2}
+        else:
+            factory, keys = factories[name]
+            model = {"family": f"{Path(__file__).with_name('user_lm.py')}:{factory}", **keys}
+        return {"name": name, "task": {"kind": "text"}, "model": {**model, "context": 32},
+                "vary": {"seed": list(range(16))}, "train": lm_train}
     if name == "heavy8":  # the issue's compute-heavy variant (batch 1024): for the bf16-peak target on a GPU
         return {"name": name, "task": HEAVY_TASK, "model": {"family": "mlp", "depth": 2, "width": 4096},
                 "vary": {"seed": list(range(8))},
                 "train": {**train, "batch_size": 1024, "eval_every": 0, "eval_log_points": 0}}
-    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, seeds256-user, small64, gpt8, heavy8)")
+    raise SystemExit(f"unknown config {name!r} (known: sweep64, seeds256, seeds256-user, small64, gpt8, lm16-user, "
+                     f"gpt16, gpt16-user, heavy8)")
 
 
 def train_fused(configs, task, device, autocast: str | None = None, kernel: str = "auto"):
     """The fused engine of the group's family (as ``sweep.work`` dispatches, without its fallback)."""
     family = configs[0]["model"]["family"]
-    if is_user_family(family):
+    if functional_engine(family):
         return train_functional_group(configs, task, device)
     if family == "gpt":
         return train_gpt_group(configs, task, device, autocast=autocast)
@@ -240,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name + '-bf16':<16} {'':>5} {'':>7} {'':>9} {'':>8} {bf16_s:>8.2f} "
                   f"{loop_s / bf16_s:>5.2f}x {'':>9} {flops / bf16_s / peak16:>9.1%} (of bf16 peak)")
     print("ratios: " + " ".join(ratios))
+    if {"gpt16", "gpt16-user"} <= fused_times.keys():
+        print(f"generic engine / hand-written engine, fused seconds: "
+              f"{fused_times['gpt16-user'] / fused_times['gpt16']:.2f}x (gpt16-user / gpt16)")
     if {"seeds256", "seeds256-user"} <= fused_times.keys():
         print(f"generic engine / hand-written engine, fused seconds: "
               f"{fused_times['seeds256-user'] / fused_times['seeds256']:.2f}x (seeds256-user / seeds256)")

@@ -74,3 +74,44 @@ def regression_net(input_shape, num_outputs, width: int = 8):
 
 
 regression_net.size_keys = ("width",)
+
+
+class TinyLM(nn.Module):
+    """A language-model factory: token and position embeddings, one causal self-attention head, an MLP, a
+    head; dropout (train.dropout) after the attention and the MLP."""
+
+    def __init__(self, vocab_size: int, context: int = 8, width: int = 8, dropout: float = 0.0):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab_size, width), nn.Embedding(context, width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.head = nn.Linear(width, vocab_size)
+        self.register_buffer("causal", torch.tril(torch.ones(context, context, dtype=torch.bool)))
+
+    def forward(self, idx):
+        t = idx.shape[-1]
+        h = self.tok(idx) + self.pos.weight[:t]  # (B, T, d)
+        q, k, v = self.qkv(h).chunk(3, dim=-1)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, T, T)
+        scores = scores.masked_fill(~self.causal[:t, :t], float("-inf"))
+        h = h + self.drop1(self.proj(scores.softmax(dim=-1) @ v))
+        h = h + self.drop2(self.mlp(h))
+        return self.head(h)  # (B, T, V)
+
+
+def counting_lm(vocab_size, context: int = 8, width: int = 8):
+    """Data-dependent control flow on tensor values: vmap cannot run it."""
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.head = nn.Embedding(vocab_size, width), nn.Linear(width, vocab_size)
+
+        def forward(self, idx):
+            h = self.tok(idx)
+            if h.sum() > 0:  # a Python branch on a value
+                h = h * 2
+            return self.head(h)
+
+    return Counting()

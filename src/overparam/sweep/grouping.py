@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import torch
 
 from overparam.data.base import TaskData
-from overparam.models import is_user_family
 from overparam.spec import Run
+from overparam.train.fused.layout import functional_engine
 
 # Calibrated on CPU (see module doc); CUDA numbers are launch-bound estimates (kernel ≈ 5 µs,
 # a loop step ≈ 60 launches, a graphed fused step ≈ one replay plus ~20 kernel nodes per bucket).
@@ -112,7 +112,7 @@ def plan_groups(runs: list[Run], fuse: str, device: torch.device,
     for members in classes.values():
         task = load(_task_key(members[0]))
         family = members[0].config["model"]["family"]
-        if is_user_family(family):  # the vmap engine, where it can run the module (checked once per shape)
+        if functional_engine(family):  # the vmap engine, where it can run the module (checked once per shape)
             from overparam.train.fused.functional import unfusable
 
             reason = unfusable(members[0].config, task, device) if len(members) > 1 else None
@@ -196,7 +196,7 @@ def step_costs(runs: list[Run], task: TaskData, device: torch.device) -> tuple[f
     configs = [r.config for r in runs]
     if configs[0]["model"]["family"] == "gpt":
         return _gpt_step_costs(configs, shape, GPT_COST.get(device.type, GPT_COST["cuda"]))
-    if is_user_family(configs[0]["model"]["family"]):
+    if functional_engine(configs[0]["model"]["family"]):
         return _functional_step_costs(configs, task, FUNCTIONAL_COST.get(device.type, FUNCTIONAL_COST["cuda"]))
     train = configs[0]["train"]
     batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
@@ -258,7 +258,10 @@ def _functional_step_costs(configs: list[dict], task: TaskData, c: dict[str, flo
     from overparam.train.run import shape_of
 
     train = configs[0]["train"]
-    batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
+    if task.kind == "lm":  # FLOPs per example are per token: B windows of T tokens
+        batch = train["batch_size"] * configs[0]["model"]["context"]
+    else:
+        batch = task.n_train if train["optimizer"] == "gd" else min(train["batch_size"], task.n_train)
     per = float(family_module(configs[0]["model"]["family"]).flops_per_example(configs[0]["model"], shape_of(task)))
     work = len(configs) * batch * per
     loop = len(configs) * c["LOOP_STEP"] + work / c["LOOP_RATE"]

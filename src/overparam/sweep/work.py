@@ -20,10 +20,9 @@ from overparam.train.snapshot import Snapshots
 def _train_fused(configs: list[dict], task: TaskData, device: torch.device,
                  snapshots: Snapshots | None = None) -> list[TrainResult]:
     """A fused group, trained by its family's engine; every engine resumes from ``snapshots``."""
-    from overparam.models import is_user_family
-    from overparam.train.fused.layout import CONV_FAMILIES
+    from overparam.train.fused.layout import CONV_FAMILIES, functional_engine
 
-    if is_user_family(configs[0]["model"]["family"]):
+    if functional_engine(configs[0]["model"]["family"]):
         from overparam.train.fused.functional import train_functional_group
 
         return train_functional_group(configs, task, device, snapshots=snapshots)

@@ -134,6 +134,20 @@ def _check_lengths(task: TaskData, context: int) -> None:
                             f"{len(tokens)} tokens, a window needs {context + 1}")
 
 
+def check_run(config: dict[str, Any], task: TaskData) -> int:
+    """The run's context, once its recipe and the task's splits are known to suit a language model
+    (every trainer of language models calls this first, so they refuse the same runs alike)."""
+    context = config["model"].get("context")
+    if context is None:
+        raise SpecError(f"model.family: {config['model']['family']!r} is not a language model (language tasks "
+                        f"need family gpt or hf-causal-lm, or a model factory that takes a 'context' keyword)")
+    if config["train"]["optimizer"] == "gd":
+        raise SpecError("train.optimizer: gd (full batch) does not apply to a language model; use sgd, "
+                        "adam or adamw with train.batch_size windows")
+    _check_lengths(task, context)
+    return context
+
+
 def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], device: torch.device,
              dtype: torch.dtype, snapshots: Snapshots | None = None) -> TrainResult:
     """Next-token training with the recipe's optimizer, warmup + schedule, clipping, NaN detection.
@@ -144,14 +158,7 @@ def train_lm(model: torch.nn.Module, task: TaskData, config: dict[str, Any], dev
     (a language model has no error rate), ``tokens`` (training tokens seen), ``entropy_rate``
     when the task knows its irreducible loss (``markov``), ``param_norm``, ``unstable``.
     """
-    train, seed, context = config["train"], config["seed"], config["model"].get("context")
-    if context is None:
-        raise SpecError(f"model.family: {config['model']['family']!r} is not a language model (language tasks "
-                        f"need family gpt or hf-causal-lm, or a model factory that takes a 'context' keyword)")
-    if train["optimizer"] == "gd":
-        raise SpecError("train.optimizer: gd (full batch) does not apply to a language model; use sgd, "
-                        "adam or adamw with train.batch_size windows")
-    _check_lengths(task, context)
+    train, seed, context = config["train"], config["seed"], check_run(config, task)
     tokens_train = torch.as_tensor(task.tokens_train, dtype=torch.int64, device=device)
     tokens_test = torch.as_tensor(task.tokens_test, dtype=torch.int64, device=device)
     stride = sequence_stride(task)

@@ -26,7 +26,11 @@ sweep trains those runs with the loop and says why once: members whose modules d
 structure or parameter shapes; modules updating buffers in training (BatchNorm's running
 statistics: vmap cannot write one member's statistics); forwards that vmap cannot run
 (data-dependent control flow on tensor values, in-place updates of captured tensors, random draws
-other than ``nn.Dropout``, e.g. ``F.dropout`` or ``torch.rand`` inside ``forward``); language tasks.
+other than ``nn.Dropout``, e.g. ``F.dropout`` or ``torch.rand`` inside ``forward``, or attention
+dropout inside ``F.scaled_dot_product_attention``).
+
+**Language tasks** (token windows, next-token loss) train through the same network, step and
+dropout masks in ``fused.functional_lm``; this module's checks and results serve both.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import contextlib
 import copy
 import json
 import math
+import warnings
+from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
@@ -58,6 +64,7 @@ from overparam.train.result import TrainResult, finished
 from overparam.train.run import run_dtype, shape_of
 from overparam.train.snapshot import Snapshots, TrainingState, fused_state
 
+_NO_BATCHING_RULE = "There is a performance drop because we have not yet implemented the batching rule"
 EVAL_MACS = 1 << 30  # multiply-adds per evaluation chunk, all members together (bounds activations)
 _REASONS: dict[str, str | None] = {}  # group shape -> why it cannot fuse (None: it can)
 
@@ -89,11 +96,15 @@ def _using(masks: _Masks):
 
 
 class MaskedDropout(nn.Module):
-    """Stands in for ``nn.Dropout`` ``name`` in the group's module: ``x · mask`` with the member's mask."""
+    """Stands in for ``nn.Dropout`` ``name`` in the group's module: ``x · mask`` with the member's mask.
 
-    def __init__(self, name: str):
+    ``p`` is the replaced module's, for code that reads it rather than calling the module (transformers'
+    gpt2 passes its attention dropout's p to ``F.scaled_dot_product_attention``: 0 fuses; above 0 it draws
+    inside the kernel, which vmap refuses, so such runs train with the loop)."""
+
+    def __init__(self, name: str, p: float):
         super().__init__()
-        self.name = name
+        self.name, self.p = name, p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not _ACTIVE:
@@ -115,7 +126,7 @@ def _with_masked_dropout(module: nn.Module) -> nn.Module:
     for name, sub in list(module.named_modules()):
         if isinstance(sub, nn.Dropout) and name:
             parent, _, leaf = name.rpartition(".")
-            setattr(module.get_submodule(parent) if parent else module, leaf, MaskedDropout(name))
+            setattr(module.get_submodule(parent) if parent else module, leaf, MaskedDropout(name, sub.p))
     return module
 
 
@@ -237,7 +248,9 @@ class FunctionalNet(nn.Module):
             with _using(_Masks(mk)):
                 return functional_call(self.base, params, (xb,))
 
-        return vmap(one, in_dims=(0, x_dim, 0 if masks else None), randomness="error")(state, x_in, masks or None)
+        with warnings.catch_warnings():  # vmap runs such an op member by member: correct, the speed is measured
+            warnings.filterwarnings("ignore", message=_NO_BATCHING_RULE)
+            return vmap(one, in_dims=(0, x_dim, 0 if masks else None), randomness="error")(state, x_in, masks or None)
 
     @torch.no_grad()
     def write_back(self, slot: int, module: nn.Module) -> None:
@@ -279,46 +292,58 @@ def member_losses(out: torch.Tensor, y: torch.Tensor, kind: str, n_classes: int 
 
 # -- can a group fuse? -------------------------------------------------------------------------------------
 
-def _probe(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor, kind: str, n_classes: int | None,
-           dtype: torch.dtype) -> None:
-    """One forward and backward of a two-member group on a small batch: raises what vmap cannot run."""
+def _probe(members: list[nn.Module], x: torch.Tensor, y: torch.Tensor, losses: Callable, dtype: torch.dtype) -> None:
+    """One forward and backward of a two-member group on a small batch: raises what vmap cannot run.
+
+    ``losses(outputs (2, B, …), labels (2, B, …))`` -> (2,): the task's per-member training loss."""
     net = FunctionalNet(members, [0, 1], dtype, x.device)
     masks = DropoutMasks(members, [0, 1], x.device)
     batch = torch.stack([x, x.flip(0)])  # (2, B, …): each member its own rows
     mk = masks.draw(net.dropout_calls(x)) if masks.active else None
     out = net(batch, True, mk)
-    loss = member_losses(out.to(dtype), torch.stack([y, y.flip(0)]), kind, n_classes).sum()
-    loss.backward()
+    losses(out.to(dtype), torch.stack([y, y.flip(0)])).sum().backward()
     net(x, False)
 
 
 def unfusable(config: dict[str, Any], task: TaskData, device: torch.device) -> str | None:
     """Why runs of this config's shape cannot train as one vmap program, or None (checked once per shape)."""
     key = json.dumps([config["model"], config["train"]["dropout"] > 0, config["train"]["dtype"],
-                      list(task.input_shape), task.kind, task.n_classes, str(device)], sort_keys=True, default=str)
+                      list(task.input_shape), task.kind, task.n_classes, task.vocab_size, str(device)],
+                     sort_keys=True, default=str)
     if key not in _REASONS:
         _REASONS[key] = _reason(config, task, device)
     return _REASONS[key]
 
 
 def _reason(config: dict[str, Any], task: TaskData, device: torch.device) -> str | None:
-    if task.kind == "lm":
-        return "language tasks train a user model with the loop (the vmap engine takes inputs and labels)"
     family, shape, train = family_module(config["model"]["family"]), shape_of(task), config["train"]
     dtype = run_dtype(train)
+    if task.kind == "lm":
+        from overparam.train.fused import functional_lm
+
+        example = functional_lm.probe_batch(config, task, device)
+        if example is None:  # a run the loop refuses too: the engine raises the same error when it trains
+            return None
+        (x, y), losses = example, functional_lm.member_lm_losses
+    else:
+        n = min(len(task.x_train), 4)
+        x = torch.as_tensor(task.x_train[:n], dtype=dtype, device=device)
+        y = torch.as_tensor(task.y_train[:n], dtype=torch.int64 if task.kind == "classification" else dtype,
+                            device=device)
+        kind, n_classes = loss_kind(task, train), task.n_classes if task.kind == "classification" else None
+        losses = lambda out, labels: member_losses(out, labels, kind, n_classes)  # noqa: E731
     members = [family.build(config["model"], shape, s, dropout=train["dropout"]).to(device, dtype) for s in (0, 1)]
     problem = structure_problem(members)
     if problem:
         return problem
-    n = min(len(task.x_train), 4)
-    x = torch.as_tensor(task.x_train[:n], dtype=dtype, device=device)
-    ydtype = torch.int64 if task.kind == "classification" else dtype
-    y = torch.as_tensor(task.y_train[:n], dtype=ydtype, device=device)
-    kind = loss_kind(task, train)
     try:
-        _probe(members, x, y, kind, task.n_classes if task.kind == "classification" else None, dtype)
+        _probe(members, x, y, losses, dtype)
     except Exception as exc:  # vmap's refusals are RuntimeErrors, the module's own code may raise anything
         first = " ".join(str(exc).split("\n")[0].split())[:200]
+        if "random operation" in first:
+            return ("vmap cannot run the model's forward: it draws random numbers other than through nn.Dropout "
+                    "modules (torch.rand, F.dropout, or attention dropout inside F.scaled_dot_product_attention), "
+                    "which vmap cannot draw as each run alone does")
         return f"vmap cannot run the model's forward ({type(exc).__name__}: {first})"
     return None
 
@@ -370,9 +395,11 @@ def train_functional_group(configs: list[dict[str, Any]], task: TaskData, device
     (a ``ValueError``: the executor then trains the runs one at a time) when the members cannot share
     a program. ``snapshots``: the group's training snapshots, resumed from when present.
     """
+    if task.kind == "lm":  # token windows and the next-token loss: the same network, step and masks
+        from overparam.train.fused.functional_lm import train_functional_lm_group
+
+        return train_functional_lm_group(configs, task, device, snapshots=snapshots)
     train0 = configs[0]["train"]
-    if task.kind == "lm":
-        raise Unfusable("language tasks train a user model with the loop")
     family, shape, dtype = family_module(configs[0]["model"]["family"]), shape_of(task), run_dtype(train0)
     classification = task.kind == "classification"
     n_classes = task.n_classes if classification else None
@@ -412,7 +439,7 @@ def train_functional_group(configs: list[dict[str, Any]], task: TaskData, device
     if 0 in checkpoints:
         record(0)
     snap = snapshots or Snapshots.off()
-    state = _group_state(step_fn, masks, aug_gens)
+    state = group_state(step_fn, masks, aug_gens)
     start, curves = snap.resume(state, curves)  # the last snapshot's step and curves (0 and [] without one)
     opt.step_count = step = start
     streams = [batch_indices(n, batch, steps, s) for s in seeds]
@@ -430,7 +457,7 @@ def train_functional_group(configs: list[dict[str, Any]], task: TaskData, device
         if step in checkpoints:
             record(step)
         snap.step(step, state, curves)
-    return _results(configs, members, net, curves, step_fn, step)
+    return member_results(configs, members, net, curves, step_fn, step)
 
 
 def _gather(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -440,7 +467,7 @@ def _gather(y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(y, 1, idx[..., None].expand(-1, -1, y.shape[-1]))
 
 
-def _group_state(step_fn: GroupStep, masks: DropoutMasks, aug_gens: list[torch.Generator]) -> TrainingState:
+def group_state(step_fn: GroupStep, masks: DropoutMasks, aug_gens: list[torch.Generator]) -> TrainingState:
     """``fused_state`` (flat parameters, moments, divergence) plus each member's dropout generator and each
     seed's augmentation generator: everything the remaining steps depend on."""
     state = fused_state(step_fn)
@@ -449,9 +476,12 @@ def _group_state(step_fn: GroupStep, masks: DropoutMasks, aug_gens: list[torch.G
     return state
 
 
-def _results(configs: list[dict[str, Any]], members: list[nn.Module], net: FunctionalNet,
-             curves: list[list[tuple[int, dict[str, Any]]]], step_fn: GroupStep, last: int) -> list[TrainResult]:
-    """Per member what ``train_model`` returns: done with its state, or diverged without."""
+def member_results(configs: list[dict[str, Any]], members: list[nn.Module], net: FunctionalNet,
+             curves: list[list[tuple[int, dict[str, Any]]]], step_fn: GroupStep, last: int,
+             constants: dict[str, Any] | None = None) -> list[TrainResult]:
+    """Per member what ``train_model`` (``train_lm``) returns: done with its state, or diverged without.
+
+    ``constants``: metrics every finished member gets (a language task's ``entropy_rate``)."""
     diverged_at = [int(v) for v in step_fn.diverged_at.tolist()]
     extra = {"fused": True, "group_size": len(configs)}
     results = []
@@ -463,5 +493,5 @@ def _results(configs: list[dict[str, Any]], members: list[nn.Module], net: Funct
             results.append(TrainResult("diverged", metrics, curve, None, f"non-finite loss at step {at}"))
             continue
         net.write_back(slot, members[slot])
-        results.append(finished(members[slot], {**dict(final), **extra}, curve))
+        results.append(finished(members[slot], {**dict(final), **(constants or {}), **extra}, curve))
     return results

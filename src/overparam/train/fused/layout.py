@@ -35,6 +35,15 @@ MEMBER_TRAIN_KEYS = ("lr", "weight_decay", "dropout", "clip", "momentum", "sched
 MEMBER_TASK_KEYS = ("label_noise", "noise_seed")  # change the labels, never the inputs
 MEMBER_MODEL_KEYS = ("width",)
 GPT_SHAPE_KEYS = ("n_layer", "d_model", "n_head", "tied")  # gpt members bucket by shape (train/fused_gpt.py)
+VMAP_FAMILIES = ("hf-causal-lm",)  # built-in families trained fused by train/fused/functional.py, as user models are
+
+
+def functional_engine(family: str) -> bool:
+    """True when runs of ``family`` fuse through ``torch.func`` (train/fused/functional.py): the user's own
+    factories and ``VMAP_FAMILIES``; members must share one module structure (no member model keys)."""
+    from overparam.models import is_user_family
+
+    return family in VMAP_FAMILIES or is_user_family(family)
 
 
 def fusable(config: dict[str, Any]) -> bool:
@@ -43,7 +52,6 @@ def fusable(config: dict[str, Any]) -> bool:
     ``gpt`` with dropout does not: attention draws its dropout masks inside the fused kernel; nor
     does an ``mlp`` on augmented images (``task.augment``), which only the loop and the conv engine apply.
     """
-    from overparam.models import is_user_family
     from overparam.train.recipe import CLOSED_FORM
 
     family = config["model"]["family"]
@@ -51,7 +59,7 @@ def fusable(config: dict[str, Any]) -> bool:
         return False
     if config["task"].get("augment", "none") != "none" and family in FAMILIES and family not in CONV_FAMILIES:
         return False  # the mlp engine draws no per-batch augmentation (``task.augment``); the conv and vmap ones do
-    known = family in FAMILIES or is_user_family(family)  # user factories: train/fused/functional.py
+    known = family in FAMILIES or functional_engine(family)  # user factories, hf: train/fused/functional.py
     return known and config["train"]["optimizer"] not in CLOSED_FORM
 
 
@@ -61,14 +69,12 @@ def fuse_key(config: dict[str, Any]) -> str:
     The run's ``seed`` is not part of it: members draw their own batch order and init; what
     must agree is the shape of every step (batch size, steps) and when evaluations happen.
     """
-    from overparam.models import is_user_family
-
     task = {k: v for k, v in config["task"].items() if k not in MEMBER_TASK_KEYS}
-    user = is_user_family(config["model"]["family"])
+    user = functional_engine(config["model"]["family"])
     member_model = () if user else GPT_SHAPE_KEYS if config["model"]["family"] == "gpt" else MEMBER_MODEL_KEYS
     model = {k: v for k, v in config["model"].items() if k not in member_model}
     train = {k: v for k, v in config["train"].items() if k not in MEMBER_TRAIN_KEYS}
-    if user:  # a factory may build nn.Identity at dropout 0 and nn.Dropout above: another structure
+    if user:  # a module may be nn.Identity at dropout 0 and nn.Dropout above: another structure
         train["dropout > 0"] = config["train"]["dropout"] > 0
     if train["dtype"] is None:  # resolve the default so float32-by-default and explicit float32 agree
         train["dtype"] = "float32"
