@@ -193,8 +193,16 @@ def test_too_few_budgets_fall_back_to_a_power_law_in_N(tmp_path):
 def test_three_runs_say_they_check_nothing_and_two_are_refused(tmp_path):
     doc = analyze_scaling_sweep(write_sweep(tmp_path / "three", widths=[16, 32, 64], steps=[100]), bootstrap=0)
     assert doc["backtest"]["skipped"].startswith("3 sizes") and doc["fit"]["exact"]
-    assert any("checks nothing" in s for s in doc["sentences"])
-    assert "through every point: no interval" in doc["sentences"][0] and "[" not in " ".join(doc["sentences"])
+    # three constants through three points: the reading quotes the points, never the constants they force
+    pts = doc["fallback"]["exact_points"]
+    assert [p["params"] for p in pts] == sorted(doc["grid"]["params"]) and len(pts) == 3
+    first = doc["sentences"][0]
+    assert "Nor a law in N alone: 3 sizes at the largest budget (100k tokens) fix the 3 constants" in first
+    losses = ", ".join(f"{p['loss']:.3g}" for p in pts[:2]) + f" and {pts[2]['loss']:.3g} nats/token"
+    assert losses in first and "N^" not in first.replace("E + A/N^α", "")
+    assert "[" not in " ".join(doc["sentences"]) and len(doc["sentences"]) == 1
+    section = scaling_section(SweepContext(tmp_path / "three"))
+    assert any("No law drawn" in caption for _, _, caption in section.figures)
     assert not any(s.startswith(("The fit misses", "No extrapolation", "Point of")) for s in doc["sentences"])
     with pytest.raises(OverparamError, match="at least 3"):
         analyze_scaling_sweep(write_sweep(tmp_path / "two", widths=[16, 32], steps=[100]), bootstrap=0)

@@ -139,6 +139,16 @@ def _law_claim(doc: dict[str, Any]) -> dict[str, Any]:
             f"(Hoffmann et al. 2022 found α ≈ {_f(say, ref['alpha'], 'g')}, β ≈ {_f(say, ref['beta'], 'g')} at "
             f"{say.shown(ref['params'][0], '70M')}–{say.shown(ref['params'][1], '16B')} parameters).")
     fb = doc.get("fallback") or {}
+    if doc.get("law") == "power-params" and fit.get("exact") and fb.get("exact_points"):
+        pts = fb["exact_points"]
+        losses = ", ".join(_n(say, q["loss"]) for q in pts[:-1]) + f" and {_n(say, pts[-1]['loss'])}"
+        sizes = ", ".join(_n(say, q["params"]) for q in pts[:-1]) + f" and {_n(say, pts[-1]['params'])}"
+        return say.claim(
+            f"No joint law L(N, D) from {_what(say, doc)}: {fb['reason']}. Nor a law in N alone: "
+            f"{say.int(len(pts))} sizes at the largest budget ({_n(say, fb['tokens'])} tokens) fix the "
+            f"{say.int(len(fit['params']))} constants of L(N) = E + A/N^α exactly, so such a curve passes through "
+            f"every point and tests nothing; the test losses there are {losses} nats/token at {sizes} "
+            f"parameters.")
     if doc.get("law") == "power-params":
         p, ci = fit["params"], fit["ci"]
         intervals = (f"; {_level(say, doc)} intervals ({say.int(fit['bootstrap'])} resamples): "

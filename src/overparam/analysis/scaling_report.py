@@ -360,9 +360,9 @@ def _fallback(points, bootstrap, seed, min_gain, doc, reason) -> None:
         _backtest_details(frame.assign(run_id=at["run_id"].to_numpy()), doc["backtest"])
     else:
         doc["backtest"] = {"skipped": "3 sizes: without the largest, 2 sizes cannot fix 3 constants"}
-    if frame["params"].nunique() == 3 and len(frame) == 3:
-        doc["notes"].append("3 constants through 3 points: the curve passes through every point and "
-                            "checks nothing")
+    if doc["fit"]["exact"]:  # as many constants as points: the reading quotes the points, not the constants
+        means = frame.groupby("params")["loss"].mean()
+        doc["fallback"]["exact_points"] = [{"params": float(n), "loss": float(v)} for n, v in means.items()]
 
 
 def _fit_block(fit, data: pd.DataFrame, names: tuple[str, ...] = NAMES) -> dict[str, Any]:

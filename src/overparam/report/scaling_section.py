@@ -102,7 +102,7 @@ def settings_figure(settings: list[dict[str, Any]]) -> bytes:
         everything.append(pts)
         ax.plot(top.index, top.values, "o", color=color, ms=5, label=f"{sub['label']} · D = {num(pts['tokens'].max())}")
         law = sub.get("law")
-        if law in ("chinchilla", "power-params"):
+        if law == "chinchilla" or (law == "power-params" and not (sub.get("fit") or {}).get("exact")):
             xs = np.geomspace(top.index.min() / SPAN, top.index.max() * SPAN, 80)
             d = pts["tokens"].max() if law == "chinchilla" else None
             ax.plot(xs, law_loss(sub["fit"]["params"], xs, d), "-", color=color, lw=1.2)
@@ -130,6 +130,8 @@ def _caption(lead: str, doc: dict[str, Any], law_drawn: bool = True) -> str:
         return (f"{lead}. Lines: the fitted L(N, D) = E + A/N^α + B/D^β at each measured value, bands its "
                 "95 % bootstrap interval; dashed, where it falls in range: the same law with the other "
                 "resource unlimited.")
+    if doc.get("law") == "power-params" and (doc.get("fit") or {}).get("exact"):
+        return f"{lead}. No law drawn: at the largest token budget L(N) = E + A/N^α has as many constants as points."
     if doc.get("law") == "power-params":
         return f"{lead}. Line: L(N) = E + A/N^α fitted at the largest token budget only (no joint law)."
     return f"{lead}. No law fitted."
@@ -232,7 +234,8 @@ def loss_vs_params(doc: dict[str, Any], pts: pd.DataFrame, p: dict | None, boot:
     for d, color in zip(budgets, _colors(len(budgets)), strict=True):
         sub = pts[pts["tokens"] == d].groupby("params")["loss"].mean()
         ax.plot(sub.index, sub.values, "o", color=color, ms=5, label=f"D = {num(d)} tokens")
-        if doc.get("law") == "chinchilla" or (doc.get("law") == "power-params" and d == budgets[-1]):
+        if doc.get("law") == "chinchilla" or (doc.get("law") == "power-params" and d == budgets[-1]
+                                               and not (doc.get("fit") or {}).get("exact")):
             _curve(ax, xs, law_loss(p, xs, d), [law_loss(q, xs, d) for q in boot], color)
     _backtest_markers(ax, doc)
     _log_axes(ax, "parameters N (total, embeddings included)")
