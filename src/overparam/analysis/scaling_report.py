@@ -46,7 +46,7 @@ from overparam.analysis.scaling_reading import read_scaling_claims as read_claim
 from overparam.errors import OverparamError
 from overparam.report.claims import fmt_settings, texts
 
-VERSION = 2
+VERSION = 3
 ARTIFACT = "scaling"  # DIR/analyses/scaling.json
 ISO_TOL = 0.2  # decades of C within one IsoFLOP group: the demo grid's anti-diagonals span ≤ 0.18
 MIN_JOINT_POINTS = 7  # the five constants of L(N, D) and two degrees of freedom to check them
