@@ -3,7 +3,7 @@
 Two checks, both used by ``test_readings.py``:
 
 - ``check_claims``: a claim records (value, text) for each number it quotes and (a, op, b) for each
-  comparison it states (``overparam.report.claims``). Each value must be a number of the analysis
+  comparison it states (``overparam.analysis.claims``). Each value must be a number of the analysis
   JSON (exactly, or its magnitude), its text must be in the sentence, each comparison must hold, and
   hold as displayed (two numbers printed equal cannot be said to differ).
 - ``unmatched_numbers``: generic, for any sentence of any section, including ones written later:

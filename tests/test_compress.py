@@ -470,7 +470,7 @@ def test_distillation_control_is_the_sweeps_own_run_of_that_width(frontier):
 
 
 def test_compression_section_draws_the_frontier(frontier, sweep):
-    from overparam.compress.report import compression_section
+    from overparam.report.compression_section import compression_section
     from overparam.report.sections import SweepContext
 
     section = compression_section(SweepContext(sweep[0]))

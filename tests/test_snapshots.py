@@ -295,15 +295,15 @@ def test_time_based_snapshots_follow_the_clock_and_stay_under_one_percent(tmp_pa
                      clock=lambda: now[0])
     now[0] = 0.0
     slow.resume(state, [])
-    from overparam.sweep import checkpoints
+    from overparam import tensor_file
 
-    real = checkpoints.write_atomically
+    real = tensor_file.write_atomically
 
     def write_taking_two_seconds(*args):
         real(*args)
         now[0] += 2.0
 
-    monkeypatch.setattr(checkpoints, "write_atomically", write_taking_two_seconds)
+    monkeypatch.setattr(tensor_file, "write_atomically", write_taking_two_seconds)
     now[0] = 60.0
     slow.step(60, state, [])
     assert slow.interval == 200.0  # 2 s of writing stretch the interval to 2 / 1 %

@@ -2,7 +2,7 @@
 
 safetensors checks a file's layout (header, offsets), not its numbers: a bit flipped inside the
 tensor data loads silently, and a compression or resume then computes from damaged weights with
-exit code 0. Every file ``sweep.checkpoints.write_atomically`` writes carries, in its metadata,
+exit code 0. Every file ``tensor_file.write_atomically`` writes carries, in its metadata,
 the SHA-256 of its tensors (names, dtypes, shapes and raw bytes, in name order); loaders compare.
 Files written before checksums existed carry none and load as before.
 """

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 STATUSES = ("pending", "running", "done", "diverged", "failed")
@@ -33,6 +35,16 @@ class StoreDamageWarning(UserWarning):
 
 class SkippedRunWarning(UserWarning):
     """A run left out of a sweep-wide reading (e.g. its weights are not finite); the others are used."""
+
+
+class SkippedAnalysisWarning(UserWarning):
+    """A saved analysis (``DIR/analyses/<name>.json``) is damaged; the report goes on without it."""
+
+
+def skip_analysis(path: Path, problem: str, skipped: str = "its report section is skipped") -> None:
+    """Warn that the saved analysis at ``path`` is skipped (returns None, what its reader then returns)."""
+    warnings.warn(SkippedAnalysisWarning(f"{path}: {problem}; {skipped} (rerun the command that wrote it)"),
+                  stacklevel=2)
 
 
 @dataclass(frozen=True)

@@ -356,7 +356,7 @@ def analyze_double_descent(runs: pd.DataFrame | str | Path, eps: float = EPS, st
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         if saved is None or compress is None:
             raise  # the caller's own document, or no document at all: a bug
-        from overparam.report.guard import skip_analysis  # a damaged file: the dense answer, and a warning
+        from overparam.store_damage import skip_analysis  # a damaged file: the dense answer, and a warning
 
         skip_analysis(saved, "unexpected shape (" + " ".join(f"{type(exc).__name__}: {exc}".split())[:120] + ")",
                       "the answer leaves its compressed models out")

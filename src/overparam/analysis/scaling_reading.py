@@ -1,5 +1,5 @@
 """The plain-language reading of a scaling document (``analysis/scaling_report.py``): claims in which every
-number comes from the document (``report.claims.Sentence``: each number recorded with its printed text, each
+number comes from the document (``analysis.claims.Sentence``: each number recorded with its printed text, each
 comparison the words make recorded too), for the report's scaling section and the demo's headline."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from overparam.report.claims import Sentence, texts
+from overparam.analysis.claims import Sentence, texts
 
 # Hoffmann et al. 2022, Approach 3, models of 70M–16B parameters: the reference a tiny grid is set against
 HOFFMANN = {"alpha": 0.34, "beta": 0.28, "params": [7e7, 1.6e10], "tokens_per_param": 20}

@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overparam.analysis.claims import fmt_settings, texts
 from overparam.analysis.scaling_reading import HOFFMANN, LEVEL, num, read_scaling  # noqa: F401 (num: re-exported)
 from overparam.analysis.scaling_reading import read_scaling_claims as read_claims
 from overparam.errors import OverparamError
-from overparam.report.claims import fmt_settings, texts
 
 VERSION = 3
 ARTIFACT = "scaling"  # DIR/analyses/scaling.json

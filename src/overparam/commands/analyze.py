@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    from overparam.report.claims import fmt_settings
+    from overparam.analysis.claims import fmt_settings
     from overparam.report.reading import answer_claim, read_curve
 
     family = runs["model.family"].iloc[0] if "model.family" in runs else None

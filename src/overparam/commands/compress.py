@@ -128,21 +128,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def equivalent_text(e: dict) -> str:
-    """The dense-equivalent size of an entry for a table cell: '80,181', '153,610 (parent)',
-    '153,610 (parent, better)', '< 310 (below the sweep)', or '-'."""
-    status, n = e.get("dense_equivalent_status"), e.get("dense_equivalent_params")
-    if status == "parent":
-        return f"{n:,.0f} (parent{', better' if e.get('dense_equivalent_better') else ''})"
-    if status == "matched" and n is not None:
-        return f"{n:,.0f}"
-    if status == "below_sweep":
-        return f"< {e.get('dense_equivalent_bound') or 0:,} (below the sweep)"
-    return "-"
-
-
 def table(doc: dict) -> str:
     """The frontier as an aligned text table."""
+    from overparam.compress.reading import equivalent_text
+
     metric = doc.get("metric", "test_loss").replace("test_", "")
     rows = [("method", "setting", "variant", "test err", "test loss", "nonzero", "bytes", "b1 ms (p10-p90)",
              "b64 ms", "x b1", "x b64", f"dense-eq params (by {metric})", "seconds")]

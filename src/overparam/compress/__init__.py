@@ -35,7 +35,6 @@ _EXPORTS = {
     "export_onnx": "overparam.compress.latency",
     "OnnxModel": "overparam.compress.latency",
     "time_forward": "overparam.compress.latency",
-    "compression_section": "overparam.compress.report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -79,6 +79,19 @@ def _point_name(point: dict[str, Any], family: str) -> str:
     return f"{point['params']:,.0f} parameters"
 
 
+def equivalent_text(e: dict) -> str:
+    """The dense-equivalent size of an entry for a table cell: '80,181', '153,610 (parent)',
+    '153,610 (parent, better)', '< 310 (below the sweep)', or '-'."""
+    status, n = e.get("dense_equivalent_status"), e.get("dense_equivalent_params")
+    if status == "parent":
+        return f"{n:,.0f} (parent{', better' if e.get('dense_equivalent_better') else ''})"
+    if status == "matched" and n is not None:
+        return f"{n:,.0f}"
+    if status == "below_sweep":
+        return f"< {e.get('dense_equivalent_bound') or 0:,} (below the sweep)"
+    return "-"
+
+
 def _noise(entry: dict[str, Any], dense: dict[str, Any], n_test: int | None) -> str:
     """Whether a test-error difference from the parent exceeds two of the test set's binomial
     standard errors √(p(1−p)/n), p the parent's error: the noise of a single evaluation."""

@@ -82,7 +82,7 @@ def existing(value: str | None, key: str, what: str, folder: bool = False) -> Pa
 
 def memory_limit() -> float:
     """Bytes a task may take: the share of physical memory the sweep planner allows a run."""
-    from overparam.sweep.plan import MEMORY_FRACTION, physical_memory
+    from overparam.machine import MEMORY_FRACTION, physical_memory
 
     return physical_memory() * MEMORY_FRACTION
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overparam.analysis.claims import fmt_pct, fmt_settings
 from overparam.report import plots
-from overparam.report.claims import fmt_pct, fmt_settings
 from overparam.report.sections import Section, SweepContext, language_sweep
 
 MIN_STEPS = 4  # evaluated steps a curve needs before a heatmap says anything over time

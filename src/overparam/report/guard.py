@@ -13,10 +13,9 @@ import contextlib
 import html
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from overparam.store_damage import SkippedRunWarning, StoreDamageWarning
+from overparam.store_damage import SkippedAnalysisWarning, SkippedRunWarning, StoreDamageWarning, skip_analysis
 
 # section builder -> the saved analysis it reads (DIR/analyses/<name>.json)
 ARTIFACTS = {"compression_section": "compress", "landscape_section": "landscape",
@@ -24,17 +23,7 @@ ARTIFACTS = {"compression_section": "compress", "landscape_section": "landscape"
 SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
-class SkippedAnalysisWarning(UserWarning):
-    """A saved analysis (``DIR/analyses/<name>.json``) is damaged; the report goes on without it."""
-
-
 NOTED = (SkippedAnalysisWarning, StoreDamageWarning, SkippedRunWarning)  # what the report's notes name
-
-
-def skip_analysis(path: Path, problem: str, skipped: str = "its report section is skipped") -> None:
-    """Warn that the saved analysis at ``path`` is skipped (returns None, what its reader then returns)."""
-    warnings.warn(SkippedAnalysisWarning(f"{path}: {problem}; {skipped} (rerun the command that wrote it)"),
-                  stacklevel=2)
 
 
 def guarded(builder: Callable[[Any], Any], ctx: Any) -> Any:

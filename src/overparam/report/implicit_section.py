@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overparam.analysis.claims import Sentence, fmt_pct, fmt_settings, texts
 from overparam.report import plots
-from overparam.report.claims import Sentence, fmt_pct, fmt_settings, texts
 from overparam.report.reading import fmt_num
 from overparam.report.sections import Section, SweepContext
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from overparam.report.claims import fmt_settings
+from overparam.analysis.claims import fmt_settings
 from overparam.report.reading import fmt_int
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from overparam.analysis.claims import fmt_settings
 from overparam.report import in_context_reading as R
 from overparam.report import plots
-from overparam.report.claims import fmt_settings
 from overparam.report.sections import Section, SweepContext
 
 REFERENCE_STYLE = {"bayes": ("Bayes-optimal", "-", "black"), "unigram": ("in-context unigram", "--", "#777"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from overparam.report.claims import Sentence
+from overparam.analysis.claims import Sentence
 from overparam.report.reading import answer_claim, read_curve_claims
 from overparam.report.sections import SweepContext, language_sweep, too_few_sizes
 

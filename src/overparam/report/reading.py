@@ -1,6 +1,6 @@
 """Plain sentences that read the double-descent analysis: every number comes from its JSON.
 
-Each reader returns claims (``overparam.report.claims``): the sentence, the numbers it quotes and the
+Each reader returns claims (``overparam.analysis.claims``): the sentence, the numbers it quotes and the
 comparisons it states, so a test holds each true of the analysis it came from. Shapes are said only
 as far as the noise allows (``overparam.analysis.noise``): "clear", "weak evidence", "within noise",
 or "the noise is unknown" with one seed and nothing else to measure it by.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from overparam.analysis.claims import Sentence, fmt_int, fmt_num, fmt_settings, texts
 from overparam.analysis.noise import CLEAR, CLEAR_TAIL, WEAK, WEAK_TAIL
-from overparam.report.claims import Sentence, fmt_int, fmt_num, fmt_settings, texts
 
 __all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text"]
 

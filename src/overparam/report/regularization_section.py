@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from overparam.analysis.claims import fmt_settings
 from overparam.report import plots
-from overparam.report.claims import fmt_settings
 from overparam.report.sections import Section, SweepContext
 
 NAMES = {"train.ridge": "ridge λ", "train.weight_decay": "weight decay", "train.dropout": "dropout"}

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overparam.analysis.claims import Sentence
 from overparam.analysis.scaling_report import band, law_loss, load_or_analyze, num, optimum, samples, sweep_points
-from overparam.report.claims import Sentence
 from overparam.report.plots import plt, to_png
 from overparam.report.sections import Section, SweepContext, language_sweep
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
+from overparam.analysis.claims import Sentence, fmt_settings, texts
 from overparam.analysis.double_descent import EPS, TOLERANCE
 from overparam.data import is_language_task
 from overparam.report import plots
-from overparam.report.claims import Sentence, fmt_settings, texts
 from overparam.report.reading import read_curve_claims
 
 
@@ -32,7 +32,7 @@ class Section:
     tables: list[str] = field(default_factory=list)  # HTML, already escaped
     summary: dict[str, Any] = field(default_factory=dict)
     collapsed: bool = False
-    claims: list[dict[str, Any]] = field(default_factory=list)  # the sentences with their numbers (report.claims)
+    claims: list[dict[str, Any]] = field(default_factory=list)  # the sentences with their numbers (analysis.claims)
     brief: bool = False  # nothing to show: the title and its one sentence on one line
 
 
@@ -91,7 +91,7 @@ class SweepContext:
         path = self.dir / "analyses" / f"{name}.json"
         if not path.is_file():
             return None
-        from overparam.report.guard import skip_analysis
+        from overparam.store_damage import skip_analysis
 
         try:
             doc = json.loads(path.read_text())
@@ -256,7 +256,7 @@ BUILDERS[-1:-1] = [interpret_section]  # LM sweeps of gpt runs only; the runs ta
 
 def compression_section(ctx: SweepContext) -> Section | None:
     """The compression frontier, when ``overparam compress`` wrote ``analyses/compress.json``."""
-    from overparam.compress.report import compression_section as build
+    from overparam.report.compression_section import compression_section as build
 
     return build(ctx)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from overparam.analysis.claims import Sentence, fmt_setting
 from overparam.analysis.double_descent import REPLICATES, SIZE_COLUMNS
 from overparam.data import is_language_task
-from overparam.report.claims import Sentence, fmt_setting
 
 CLOSED_FORM = ("min_norm", "ridge")
 OWN_DATA = ("table", "arrays", "images", "hf")  # task kinds that read the user's file or folder

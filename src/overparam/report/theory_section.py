@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from overparam.analysis.claims import fmt_settings
 from overparam.report import plots
-from overparam.report.claims import fmt_settings
 from overparam.report.sections import Section, SweepContext
 
 RFF_OFFSET_LIMIT = 0.05  # ρ = ℓ²/dim above which Mei–Montanari is only a reference for rff + ReLU

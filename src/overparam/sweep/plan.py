@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from overparam.data.base import TaskData
 from overparam.errors import SpecError
+from overparam.machine import MEMORY_FRACTION, physical_memory
 from overparam.models import family_module
 from overparam.spec import Run
 from overparam.train.recipe import CLOSED_FORM
 from overparam.train.run import run_dtype, shape_of
 
-MEMORY_FRACTION = 0.8  # refuse runs estimated to need more than this share of physical memory
-
 
 def task_key(config: dict[str, Any]) -> str:
     """Runs with equal task settings share one loaded dataset."""
     return json.dumps(config["task"], sort_keys=True)
-
-
-def physical_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
 
 
 def memory_estimate(config: dict[str, Any], task: TaskData) -> int:

@@ -191,7 +191,7 @@ class Snapshots:
 
     def save(self, step: int, state: TrainingState, progress: Any) -> None:
         """Write the snapshot now (atomically: a kill leaves the previous one intact)."""
-        from overparam.sweep.checkpoints import write_atomically
+        from overparam.tensor_file import write_atomically
 
         start = self.clock()
         tensors = {f"state/{k}": v.detach().to("cpu", copy=True) for k, v in state.tensors.items()}

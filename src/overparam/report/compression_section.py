@@ -94,7 +94,7 @@ def _readable_ticks(left, right, metric: str) -> None:
 
 def models_table(doc: dict[str, Any]) -> str:
     """The frontier as an escaped HTML table."""
-    from overparam.commands.compress import equivalent_text
+    from overparam.compress.reading import equivalent_text
 
     by = _metric(doc).replace("test_", "")
     cols = ("method", "setting", "variant", "test error", "test loss", "nonzero", "bytes", "b1 ms (p10–p90)",
