@@ -13,7 +13,8 @@ from typing import Any
 from overparam.analysis.noise import CLEAR, CLEAR_TAIL, WEAK, WEAK_TAIL
 from overparam.report.claims import Sentence, fmt_int, fmt_num, fmt_settings, texts
 
-__all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text"]
+__all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text",
+           "noise_phrase", "evidence_states"]
 
 UNITS = {"rff": "features", "linear": "features", "mlp": "hidden units", "cnn": "k", "resnet18k": "k",
          "gpt": "d_model"}
@@ -85,7 +86,7 @@ def noise_phrase(s: Sentence, cmp: dict[str, Any], flip: bool = False) -> str:
     return text
 
 
-def _evidence_states(s: Sentence, cmp: dict[str, Any]) -> str:
+def evidence_states(s: Sentence, cmp: dict[str, Any]) -> str:
     """The class of a difference, with the bounds it implies recorded (``analysis.noise``'s thresholds)."""
     ev = cmp["evidence"]
     if cmp.get("interval") is not None:
@@ -173,7 +174,7 @@ def peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
     text = (f"{metric.capitalize()} peaks at {peak_t} at {_at(s, curve, 'peak', family)}, {_position(s, curve)}, "
             f"{s.num(bump['difference'])} above the best under-parameterized model ({under_t} at "
             f"{_at(s, curve, 'best_under', family, with_params=False)}), {noise_phrase(s, bump)}")
-    ev = _evidence_states(s, bump)
+    ev = evidence_states(s, bump)
     words = {"clear": "a clear peak", "weak": "weak evidence of a peak",
              "within noise": "within noise, so no peak beyond the noise",
              "unknown": "rerun with more seeds (vary: seed) to tell a peak from noise"}
@@ -215,7 +216,7 @@ def descent_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
     fall = f" ({s.times(ratio)} lower)" if ratio and ratio >= 2 else ""
     text = (f"Past the threshold the {metric} falls to {s.num(low)} at {where}, {s.num(cmp['difference'])} below "
             f"the peak{fall}, {noise_phrase(s, cmp)}")
-    ev = _evidence_states(s, cmp)
+    ev = evidence_states(s, cmp)
     words = {"clear": "a clear second descent", "weak": "weak evidence of a second descent",
              "within noise": "within noise, so no second descent beyond the noise",
              "unknown": "whether that exceeds the noise is unknown"}
@@ -229,7 +230,7 @@ def over_under_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any
     over_t, under_t = s.pair(over, under)
     head = (f"The best over-parameterized model, {over_t} at {_at(s, curve, 'best_over', family)}, "
             f"{{verb}} the best under-parameterized one, {under_t} at {_at(s, curve, 'best_under', family)}")
-    ev = _evidence_states(s, cmp)
+    ev = evidence_states(s, cmp)
     if over == under:
         s.states(over, "==", under)
         return s.claim(head.format(verb="equals") + ".")
