@@ -202,7 +202,8 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
     section.claims = claims
     section.sentences = texts(claims) + section.sentences
     section.summary = {"metric": doc["metric"], "rise": doc["rise"], "axis": axis, "statistic": doc["statistic"],
-                       "sizes": doc["sizes"], "n_with_peak": doc["n_with_peak"],
+                       "sizes": doc["sizes"], "n_sizes": doc["n_sizes"], "n_with_peak": doc["n_with_peak"],
+                       "n_end_above_best": doc["n_end_above_best"],
                        "n_with_second_descent": doc["n_with_second_descent"], "sentences": section.sentences,
                        "claims": claims}
     return section

@@ -129,6 +129,33 @@ def threshold_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]
     return s.claim(text + ".")
 
 
+def rank_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any] | None:
+    """Why the threshold lies past N = n, from the stored ranks (``double_descent.rank_below_n``)."""
+    info = curve.get("rank_below_n")
+    if not info:
+        return None
+    s = Sentence()
+    sizes, n = info["sizes"], info["n_train"]
+    for row in sizes:
+        s.states(row["size"], ">=", n)
+        s.states(row["size"], "<", info["threshold_size"])
+        s.states(row["rank_max"], "<", n)
+    unit = UNITS.get(family or "", "features")
+    where = (f"{s.int(sizes[0]['size'])} {unit}" if len(sizes) == 1 else
+             f"{s.int(sizes[0]['size'])} to {s.int(sizes[-1]['size'])} {unit}")
+    lo, hi = min(r["rank_min"] for r in sizes), info["rank_max"]
+    if len(sizes) == 1 and lo == hi:
+        rank = f"rank {s.int(hi)}"
+    elif len(sizes) == 1:
+        rank = f"rank {s.int(lo)} to {s.int(hi)} over seeds"
+    else:
+        rank = f"rank at most {s.int(hi)}"
+    return s.claim(f"At {where} the training feature matrix has {rank}, below n = {s.int(n)}: though there are at "
+                   f"least as many features as training samples, some are zero or linearly dependent on the training "
+                   f"inputs, so the least-squares fit cannot interpolate, and the models interpolate only from "
+                   f"{_at(s, curve, 'threshold', family, with_params=False)}.")
+
+
 def no_threshold_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
     s = Sentence()
     on = (curve.get("threshold_on") or "train_error").replace("_", " ")
@@ -259,6 +286,9 @@ def read_curve_claims(curve: dict[str, Any], family: str | None = None) -> list[
                        f"{_at(s, curve, 'best_over', family)}.")]
     else:
         out = [threshold_claim(curve, family)]
+        rank = rank_claim(curve, family)
+        if rank:
+            out.append(rank)
         if curve["peak_size"] is None:
             out.append(no_peak_claim(curve, family))
         else:
