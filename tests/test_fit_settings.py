@@ -57,6 +57,13 @@ def test_each_setting_gets_its_own_law_and_none_is_pooled(two_settings, capsys):
     first = doc["settings"][0]
     assert {k: v for k, v in first.items() if k not in ("setting", "label", "n_runs")}.keys() == alone.keys()
     assert first["params"] == pytest.approx(alone["params"])
+    # the report's scaling section splits the same way and fits the same law to each setting
+    from overparam.analysis.scaling_report import analyze_scaling_sweep
+
+    report = analyze_scaling_sweep(two_settings, bootstrap=20, write=False)
+    assert [s["label"] for s in report["settings"]] == [row["label"] for row in doc["settings"]]
+    for mine, theirs in zip(doc["settings"], report["settings"], strict=True):
+        assert mine["params"] == pytest.approx(theirs["fit"]["params"], rel=1e-9)
     # what the split avoids: one law over both settings recovers neither task's E
     pooled = fit_scaling_law(points_from_sweep(two_settings), bootstrap=0).params["E"]
     assert min(abs(pooled - TRUTH["E"]), abs(pooled - TRUTH["E"] - SHIFT)) > 0.1
