@@ -117,9 +117,10 @@ def test_a_one_setting_sweep_keeps_its_json_exactly(tmp_path, capsys):
     assert list(doc) == list(truth) and doc["params"] == pytest.approx(truth["params"])
 
 
-def mlp_sweep(directory, noise_levels, optimizer="adam", vary_n=False, family="mlp"):
+def mlp_sweep(directory, noise_levels, optimizer="adam", vary_n=False, family="mlp", widths=(4, 8, 16, 32, 64),
+              failed=lambda width, noise: False):
     """A non-language width sweep (no tokens) with a label-noise axis: test loss = E(noise) + 2/width^0.5."""
-    vary = {"model.width": [4, 8, 16, 32, 64], "task.label_noise": noise_levels}
+    vary = {"model.width": list(widths), "task.label_noise": noise_levels}
     if vary_n:
         vary["task.train_size"] = [100, 200, 400]
     spec = Spec({"name": "mlp-noise", "task": {"kind": "digits", "train_size": 200},
@@ -132,7 +133,8 @@ def mlp_sweep(directory, noise_levels, optimizer="adam", vary_n=False, family="m
             w, noise = run.config["model"]["width"], run.config["task"]["label_noise"]
             n = run.config["task"]["train_size"]
             loss = 0.5 + 3 * noise + 2.0 / w ** 0.5 + (5.0 / n ** 0.5 if vary_n else 0.0)
-            store.record(run.id, "done", 100 * w, 1e3 * w, {"test_loss": loss, "train_loss": loss}, [], 0.1)
+            store.record(run.id, "failed" if failed(w, noise) else "done", 100 * w, 1e3 * w,
+                         {"test_loss": loss, "train_loss": loss}, [], 0.1)
     return directory
 
 
@@ -158,3 +160,18 @@ def test_train_size_is_the_data_axis_of_a_closed_form_sweep_not_a_setting(tmp_pa
     axes, settings = sweep_settings(directory)
     assert axes == ["task.train_size"] and [s.fixed["task.train_size"] for s in settings] == [100, 200, 400]
     assert np.all([len(s.runs) == 5 for s in settings])
+
+
+def test_settings_that_cannot_be_fitted_are_named_and_none_fitted_is_an_error(tmp_path, capsys):
+    directory = mlp_sweep(tmp_path / "two", [0.0, 0.2], widths=(4, 8))  # 2 sizes per setting: no law in N
+    code, out, err = cli(["fit", str(directory), "--bootstrap", "0"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "no setting can be fitted" in err and "task.label_noise = 0:" in err and "task.label_noise = 0.2:" in err
+    directory = mlp_sweep(tmp_path / "part", [0.0, 0.2], failed=lambda w, noise: noise == 0.2 and w > 8)
+    code, out, _ = cli(["fit", str(directory), "--bootstrap", "0", "--json"], capsys)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["split"] == {**doc["split"], "n_settings": 2, "n_fitted": 1} and doc["n_points"] == 5
+    fitted, skipped = doc["settings"]
+    assert fitted["params"]["E"] == pytest.approx(0.5, abs=1e-4) and skipped["n_runs"] == 2
+    assert "3 distinct" in skipped["skipped"] or "at least 3" in skipped["skipped"], skipped["skipped"]
