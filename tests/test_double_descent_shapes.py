@@ -304,3 +304,46 @@ def test_sample_wise_sweep_has_no_parameter_answer():
 def test_read_curve_returns_the_claims_texts():
     curve = curve_of(table(CIFAR_K, CIFAR_TRAIN, CIFAR_TEST, n_test=5000, family="cnn", params=CIFAR_PARAMS))
     assert read_curve(curve, "cnn") == [c["text"] for c in read_curve_claims(curve, "cnn")]
+
+
+# --- a feature model whose threshold lies past N = n: the stored rank says why ------------------------------
+
+RF_WIDTHS = [100, 200, 400, 582, 846]
+RF_TEST = [[0.20, 0.22], [0.35, 0.33], [0.80, 0.82], [0.45, 0.47], [0.35, 0.36]]
+
+
+def rf_table(train_loss: list[float], ranks: list[list[int]] | None) -> pd.DataFrame:
+    """Random features, min-norm least squares, n = 400 training samples, two seeds (the arrays-digits shape)."""
+    frame = table(RF_WIDTHS, [[v, v] for v in train_loss], RF_TEST, n_test=359, family="rff", optimizer="min_norm")
+    frame["train_loss"] = [v for v in train_loss for _ in range(2)]
+    frame["n_train"] = 400
+    if ranks is not None:
+        frame["rank"] = [r for pair in ranks for r in pair]
+    return frame
+
+
+def test_rank_below_n_explains_a_threshold_past_n():
+    """At N = 400 = n two seeds have rank 395 and 397: the fit leaves train MSE 0.004 and interpolates from 582."""
+    frame = rf_table([0.3, 0.1, 0.004, 1e-28, 1e-28], [[100, 100], [200, 199], [395, 397], [400, 400], [400, 400]])
+    curve = curve_of(frame)
+    assert curve["threshold_size"] == 582 and curve["peak_size"] == 400 and curve["peak_position"] == "before threshold"
+    assert curve["rank_below_n"] == {"n_train": 400, "threshold_size": 582, "rank_max": 397,
+                                     "sizes": [{"size": 400, "params": 4000, "rank_min": 395, "rank_max": 397}]}
+    text = assert_readings_hold(curve, family="rff")
+    assert ("At 400 features the training feature matrix has rank 395 to 397 over seeds, below n = 400" in text
+            and "the models interpolate only from 582 features" in text)
+
+
+def test_no_rank_sentence_when_the_rank_reaches_n_or_is_not_stored():
+    full = [[100, 100], [200, 200], [400, 400], [400, 400], [400, 400]]
+    at_n = curve_of(rf_table([0.3, 0.1, 1e-28, 1e-28, 1e-28], full))  # interpolates at N = n: nothing to explain
+    assert at_n["threshold_size"] == 400 and at_n["rank_below_n"] is None
+    past = curve_of(rf_table([0.3, 0.1, 0.004, 1e-28, 1e-28], full))  # past n, but full rank: the rank is not why
+    assert past["threshold_size"] == 582 and past["rank_below_n"] is None
+    unknown = curve_of(rf_table([0.3, 0.1, 0.004, 1e-28, 1e-28], None))  # no rank stored (not a closed-form run)
+    assert unknown["rank_below_n"] is None
+    small = curve_of(rf_table([0.3, 0.1, 0.004, 1e-28, 1e-28], [[100, 100], [190, 190], [400, 400], [400, 400],
+                                                                 [400, 400]]))  # rank < N, but only where N < n
+    assert small["rank_below_n"] is None
+    for curve in (at_n, past, unknown, small):
+        assert "feature matrix" not in assert_readings_hold(curve, family="rff")

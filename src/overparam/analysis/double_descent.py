@@ -124,8 +124,26 @@ class DoubleDescentAnalyzer:
         family = done["model.family"].iloc[0] if "model.family" in done and len(done) else None
         if family in ("rff", "linear") and axis == "model.width" and n_train and out["threshold_size"] is not None:
             out["threshold_size_over_n_train"] = float(out["threshold_size"]) / n_train  # N/n (Belkin et al.)
+            out["rank_below_n"] = rank_below_n(points, n_train, out["threshold_size"])
         out["answer"] = dense_answer(out, self.tolerance)
         return out
+
+
+def rank_below_n(points: list[dict[str, Any]], n_train: int, threshold_size: float) -> dict[str, Any] | None:
+    """Why a feature model interpolates only past N = n: the sizes N ≥ n below the threshold whose feature
+    matrix on the training set has rank < n (stored ``rank``, every seed), or None when there are none.
+
+    A least-squares fit of n targets with N features interpolates exactly when the n × N feature matrix
+    has rank n; N ≥ n features can still span fewer directions when some are zero or linearly dependent
+    on the training inputs (a random ReLU feature inactive on every training point), and then the
+    threshold moves past N = n."""
+    sizes = [{"size": p["size"], "params": p["params"], "rank_min": p["rank_min"], "rank_max": p["rank_max"]}
+             for p in points if p.get("rank_max") is not None and isinstance(p["size"], (int, float))
+             and n_train <= p["size"] < threshold_size and p["rank_max"] < n_train]
+    if not sizes:
+        return None
+    return {"n_train": n_train, "threshold_size": threshold_size, "sizes": sizes,
+            "rank_max": max(s["rank_max"] for s in sizes)}
 
 
 def _count(done: pd.DataFrame, metric: str, config: str) -> int | None:
@@ -213,6 +231,9 @@ def aggregate(done: pd.DataFrame, axis: str, stat: str) -> list[dict[str, Any]]:
                     point[f"{name}_by_seed"] = {str(r): float(v) for r, v in zip(ok["_replicate"], vals)}
             else:
                 point[name] = None
+        if "rank" in frame and frame["rank"].notna().any():  # closed form: rank of the training feature matrix
+            ranks = frame["rank"].dropna().astype(int)
+            point["rank_min"], point["rank_max"] = int(ranks.min()), int(ranks.max())
         points.append(point)
     points.sort(key=lambda p: (p["params"], float(p["size"]) if isinstance(p["size"], (int, float)) else 0))
     return points

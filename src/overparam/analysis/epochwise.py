@@ -15,7 +15,19 @@ such point: its peak fields are None.
 
 For each run this reports the peak step and value, the best value before it (the first
 descent's minimum) and after it (the second descent's), and the early-stopped (minimum) value.
-The same reading is applied per size to the seed-mean curve.
+The same reading is applied per size to the seed-mean curve, and there the bump is weighed against
+the noise exactly as the model-wise reading weighs its peak (``overparam.analysis.noise``):
+
+- **bump** = v(peak) − v(min before) and **descent** = v(peak) − v(min after), each ``compare``d with
+  the per-run values at those two steps: with ≥ 2 seeds a bootstrap over seeds (paired: the same runs
+  at two steps are resampled together) plus the test set's binomial noise for an error rate; with one
+  seed the binomial standard error √(p(1−p)/n_test) alone (n_test: the runs' stored ``n_test``).
+- **shape**: ``epoch-wise double descent`` when both exceed the noise (clear or weak evidence;
+  ``evidence`` the weaker of the two), ``within noise`` when either does not, ``noise unknown`` with
+  one seed and a loss (or no test-set size), ``no peak`` when no point meets the prominence rule.
+  ``peak_found`` is the prominence rule alone; ``second_descent`` is true for the first shape only.
+
+Per-run rows carry the prominence reading alone (one run has no spread over seeds to weigh it by).
 """
 
 from __future__ import annotations
@@ -125,10 +137,47 @@ def epochwise_peaks(source: str | Path | tuple[pd.DataFrame, pd.DataFrame], metr
             row = {"fixed": {c: _plain(v) for c, v in zip(others, key[:-1])}, "size": _plain(key[-1]),
                    "params": int(frame["params"].median()), "n_runs": int(frame["run_id"].nunique())}
             row.update(curve_peak(mean.index.to_numpy(), mean.to_numpy(), rise))
+            row.update(_verdict(row, frame, metric, runs[runs["id"].isin(set(frame["run_id"]))]))
             sizes.append(row)
     sizes.sort(key=lambda r: (str(r["fixed"]), r["params"]))
-    return {"metric": metric, "rise": float(rise), "axis": axis, "runs": per_run, "sizes": sizes,
+    return {"metric": metric, "rise": float(rise), "axis": axis, "statistic": "mean over seeds", "runs": per_run,
+            "sizes": sizes, "n_sizes": len(sizes), "n_with_peak": int(sum(r["peak_found"] for r in sizes)),
+            "n_end_above_best": int(sum(ends_above_best(r, rise) for r in sizes)),
             "n_with_second_descent": int(sum(r["second_descent"] for r in sizes))}
+
+
+def ends_above_best(row: dict[str, Any], rise: float) -> bool:
+    """Whether a curve ends more than ``rise`` (relative) above its best value: early stopping would help."""
+    return (row["best_value"] is not None and row["final_value"] is not None
+            and row["final_value"] > row["best_value"] * (1 + rise))
+
+
+def _verdict(row: dict[str, Any], frame: pd.DataFrame, metric: str, runs: pd.DataFrame) -> dict[str, Any]:
+    """The bump and the descent of a (setting, size) curve against the noise (see the module docstring)."""
+    from overparam.analysis.double_descent import _count
+    from overparam.analysis.noise import beyond_noise, compare
+
+    n_test = _count(runs, "n_test", "task.test_size")
+    out: dict[str, Any] = {"peak_found": row["second_descent"], "n_test": n_test, "bump": None, "descent": None,
+                           "shape": "no peak", "evidence": None, "second_descent": False}
+    if not row["second_descent"]:
+        return out
+    by_step = frame.pivot_table(index="run_id", columns="step", values="value", aggfunc="mean")
+
+    def cmp(a: str, b: str) -> dict[str, Any]:
+        both = by_step[[row[f"{a}_step"], row[f"{b}_step"]]].dropna()  # runs evaluated at both steps: paired
+        return compare(row[f"{a}_value" if a == "peak" else a], row[b], both.iloc[:, 0].tolist(),
+                       both.iloc[:, 1].tolist(), n_test=n_test, rate=metric == "test_error", paired=True)
+
+    out["bump"], out["descent"] = cmp("peak", "min_before"), cmp("peak", "min_after")
+    if out["bump"]["evidence"] == "unknown":
+        out["shape"] = "noise unknown"
+    elif beyond_noise(out["bump"]) and beyond_noise(out["descent"]):
+        out["shape"], out["second_descent"] = "epoch-wise double descent", True
+        out["evidence"] = "weak" if "weak" in (out["bump"]["evidence"], out["descent"]["evidence"]) else "clear"
+    else:
+        out["shape"] = "within noise"
+    return out
 
 
 def _plain(v: Any) -> Any:

@@ -22,7 +22,10 @@ seed's min-norm risk can be 100× another's, which inflates a standard deviation
 beyond 3 standard errors of a normal), ``weak`` when fewer than 15.9 % do (beyond 1), ``within
 noise`` otherwise. The 95 % percentile interval is reported beside it. Two seeds give only three
 distinct resampled values per size, so from seeds alone they can show no more than weak evidence;
-a test-set z above 3 still makes it clear. With neither source (one seed and a loss, or an unknown
+a test-set z above 3 still makes it clear. Two points of one training curve (the epoch-wise reading:
+the same runs at two steps) are **paired**: a replicate resamples the runs once and takes both points
+from the same resampled runs, so a seed that is high at both steps moves both (``paired=True``).
+With neither source (one seed and a loss, or an unknown
 test-set size) the noise is ``unknown`` and nothing is classified.
 """
 
@@ -64,12 +67,17 @@ def _stat(values: np.ndarray, stat: str) -> np.ndarray:
 
 
 def bootstrap_replicates(a: list[float], b: list[float], stat: str = "mean", se_extra: float = 0.0,
-                         n_boot: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
-    """Replicates of stat(a) − stat(b), resampling seeds (plus N(0, se_extra²) test-set noise)."""
+                         n_boot: int = BOOTSTRAP, seed: int = 0, paired: bool = False) -> np.ndarray:
+    """Replicates of stat(a) − stat(b), resampling seeds (plus N(0, se_extra²) test-set noise);
+    ``paired``: a[i] and b[i] come from the same run, resampled together."""
     rng = np.random.default_rng(seed)
     va, vb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diff = _stat(va[rng.integers(0, len(va), (n_boot, len(va)))], stat) - \
-        _stat(vb[rng.integers(0, len(vb), (n_boot, len(vb)))], stat)
+    if paired:
+        idx = rng.integers(0, len(va), (n_boot, len(va)))
+        diff = _stat(va[idx], stat) - _stat(vb[idx], stat)
+    else:
+        diff = _stat(va[rng.integers(0, len(va), (n_boot, len(va)))], stat) - \
+            _stat(vb[rng.integers(0, len(vb), (n_boot, len(vb)))], stat)
     if se_extra > 0:
         diff = diff + rng.normal(0.0, se_extra, n_boot)
     return diff
@@ -87,24 +95,26 @@ def bootstrap_difference(a: list[float], b: list[float], stat: str = "mean", n_b
 
 
 def compare(a: float, b: float, seeds_a: list[float], seeds_b: list[float], stat: str = "mean",
-            n_test: int | None = None, rate: bool = False) -> dict[str, Any]:
+            n_test: int | None = None, rate: bool = False, paired: bool = False) -> dict[str, Any]:
     """The difference a − b and how it stands against the noise (see the module docstring).
 
     ``a``, ``b``: the curve's values (the page's statistic over seeds); ``seeds_a``/``seeds_b``: the
-    per-seed values behind them; ``rate``: the metric is an error rate (binomial noise applies).
+    per-seed values behind them; ``rate``: the metric is an error rate (binomial noise applies);
+    ``paired``: seeds_a[i] and seeds_b[i] are the same run (two steps of one training curve).
     """
+    paired = paired and len(seeds_a) == len(seeds_b)
     diff = float(a - b)
     out: dict[str, Any] = {"difference": diff, "noise": "unknown", "evidence": "unknown", "z": None, "se": None,
                            "n_seeds": [len(seeds_a), len(seeds_b)], "n_test": None, "se_test_set": None,
                            "z_test_set": None, "level": None, "interval": None, "n_resamples": None,
-                           "resamples_opposite": None, "capped": False}
+                           "resamples_opposite": None, "capped": False, **({"paired": True} if paired else {})}
     se_test = binomial_se((a + b) / 2, int(n_test)) if rate and n_test else None
     if se_test is not None:
         out.update(n_test=int(n_test), se_test_set=se_test, noise="test set")
         if se_test > 0:
             out["z_test_set"] = round(diff / se_test, 1)
     if len(seeds_a) >= 2 and len(seeds_b) >= 2:
-        reps = bootstrap_replicates(seeds_a, seeds_b, stat, se_test or 0.0)
+        reps = bootstrap_replicates(seeds_a, seeds_b, stat, se_test or 0.0, paired=paired)
         tail = (1.0 - LEVEL) / 2
         lo, hi = np.quantile(reps, [tail, 1.0 - tail])
         opposite = int((reps <= 0).sum() if diff > 0 else (reps >= 0).sum() if diff < 0 else len(reps))

@@ -16,6 +16,10 @@ intervals:
 Both need points that vary model size and tokens (3 or more distinct values of each). On a sweep that
 varied only one (a width sweep at one token budget), --compute is refused, naming the missing axis,
 and --target-loss gives the smallest size that reaches L at that budget, from L(N) alone.
+
+A sweep that varies more than size and data (a text task.mix of specialists and generic models, a
+label-noise or weight-decay axis) holds one task per setting: advise answers for one, chosen with
+--setting KEY=VALUE, and refuses to pool them.
 """
 
 
@@ -38,11 +42,16 @@ def run(args: argparse.Namespace) -> int:
     from overparam.cli import print_json
     from overparam.commands.fit import load_source
 
-    doc = advise(load_source(args), compute=args.compute, target_loss=args.target_loss,
-                 bootstrap=args.bootstrap, seed=args.seed)
+    setting, points = load_source(args)
+    doc = advise(points, compute=args.compute, target_loss=args.target_loss, bootstrap=args.bootstrap,
+                 seed=args.seed)
+    if setting is not None:  # one setting chosen (--setting) of several: say which
+        doc["setting"] = setting.fixed
     if args.json:
         print_json(doc)
         return 0
+    if setting is not None:
+        print(f"setting {setting.label}")
     ci = doc["ci"]
 
     def show(key: str, unit: str) -> str:

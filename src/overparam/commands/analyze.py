@@ -86,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
         ew = doc["epochwise"]
         noun, detail = counted(ew, doc["curves"][0]["axis"])
-        print(f"epoch-wise: {ew['n_with_second_descent']} of {len(ew['sizes'])} {noun}"
-              + (f" ({detail})" if detail else "") + f" show a second descent of {ew['metric'].replace('_', ' ')} "
-              "over training time")
+        print(f"epoch-wise: {ew['n_with_peak']} of {len(ew['sizes'])} {noun}"
+              + (f" ({detail})" if detail else "") + f" show a bump of {ew['metric'].replace('_', ' ')} over "
+              f"training time (a fall, a rise of {100 * ew['rise']:g} % and a fall back); in "
+              f"{ew['n_with_second_descent']} both the rise and the fall exceed the noise (epoch-wise double descent)")
     return 0
 
 

@@ -25,6 +25,11 @@ laws:
 
 A law is fitted only where the points identify it: the joint laws need 3 or more distinct model sizes
 and token budgets (values within 12 % count as one budget), power and bnsl 3 or more values of --x.
+
+A sweep that varies more than size and data (a text task.mix of specialists and generic models, a
+label-noise or weight-decay axis) holds one task per setting: fit gives one law per setting, each
+named, never one across them (--json: a "settings" list, see docs/scaling-laws.md); --setting
+KEY=VALUE fits one.
 """
 
 
@@ -39,11 +44,18 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int_in(0, MAX_BOOTSTRAP), default=1000, metavar="N",
                    help=f"bootstrap resamples for the intervals (default 1000; 0: none; at most {MAX_BOOTSTRAP:,})")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sweep that varies more than size and data (task.mix, task.label_noise, ...) holds one "
+                   "task per setting: use only the runs with KEY = VALUE, as the output names it (e.g. "
+                   "task.mix='docs + stdlib'); repeat for several keys")
 
 
-def load_source(args: argparse.Namespace):
-    """The points named by DIR or --csv, validated."""
-    from overparam.analysis.scaling.points import drop_highest_losses, load_points, points_from_sweep
+def load_settings(args: argparse.Namespace):
+    """(setting axes, [(setting or None, points)]): the points of each setting of DIR that ``--setting``
+    keeps, or ([], [(None, points)]) for --csv. A setting with too few usable points gets its error
+    message in place of its points."""
+    from overparam.analysis.scaling.points import drop_highest_losses, load_points, points_from_runs
+    from overparam.analysis.scaling.settings import choose, sweep_settings
     from overparam.errors import OverparamError
 
     if (args.dir is None) == (args.csv is None):
@@ -51,8 +63,33 @@ def load_source(args: argparse.Namespace):
     if args.bootstrap < 0:
         raise OverparamError(f"--bootstrap: expected an integer >= 0, got {args.bootstrap}")
     if args.csv is not None:
-        return load_points(args.csv, drop_highest=args.drop_highest)
-    return drop_highest_losses(points_from_sweep(args.dir), args.drop_highest)
+        if args.setting:
+            raise OverparamError("--setting picks runs of a sweep DIR; a --csv file has no settings")
+        return [], [(None, load_points(args.csv, drop_highest=args.drop_highest))]
+    axes, settings = sweep_settings(args.dir)
+    if args.setting:
+        settings = choose(axes, settings, args.setting, args.dir)
+    if len(settings) == 1:  # one curve: errors are the command's own, as before settings existed
+        points = drop_highest_losses(points_from_runs(settings[0].runs, args.dir), args.drop_highest)
+        return axes, [(settings[0] if settings[0].fixed else None, points)]
+    out = []
+    for setting in settings:
+        try:
+            out.append((setting, drop_highest_losses(points_from_runs(setting.runs, args.dir), args.drop_highest)))
+        except OverparamError as exc:
+            out.append((setting, str(exc)))
+    return axes, out
+
+
+def load_source(args: argparse.Namespace):
+    """(setting or None, points) named by DIR or --csv, validated: one setting's, since ``advise``
+    answers for one task; a sweep with several settings and no ``--setting`` is refused."""
+    from overparam.analysis.scaling.settings import several_settings_error
+
+    axes, settings = load_settings(args)
+    if len(settings) > 1:
+        raise several_settings_error(args.dir, axes, [s for s, _ in settings], args.command)
+    return settings[0]
 
 
 def register(sub) -> None:
@@ -86,16 +123,69 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.holdout < 1:
         raise OverparamError(f"--holdout: expected a fraction in (0, 1), got {args.holdout}")
-    points = load_source(args)
-    fit = fit_scaling_law(points, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
-                          backtest=not args.no_backtest, holdout=args.holdout, min_gain=args.min_gain,
-                          x=args.x, breaks=args.breaks, budget_tol=args.budget_tol)
-    doc = fit.to_dict()
+    axes, settings = load_settings(args)
+
+    def fit(points) -> dict:
+        return fit_scaling_law(points, law=args.law, bootstrap=args.bootstrap, seed=args.seed,
+                               backtest=not args.no_backtest, holdout=args.holdout, min_gain=args.min_gain,
+                               x=args.x, breaks=args.breaks, budget_tol=args.budget_tol).to_dict()
+
+    if len(settings) == 1:
+        setting, points = settings[0]
+        doc = fit(points)
+        if setting is not None and setting.fixed:  # one setting chosen (--setting) of several: say which
+            doc["setting"] = setting.fixed
+        if args.json:
+            print_json(doc)
+        else:
+            if setting is not None and setting.fixed:
+                print(f"setting {setting.label}")
+            print_summary(doc)
+        return 0
+    doc = per_setting(args, axes, settings, fit)
     if args.json:
         print_json(doc)
     else:
-        print_summary(doc)
+        print_settings(doc)
     return 0
+
+
+def per_setting(args: argparse.Namespace, axes: list[str], settings, fit) -> dict:
+    """The document of a sweep with several settings: one fit per setting, none across them (see
+    docs/scaling-laws.md); an error when no setting can be fitted at all."""
+    from overparam.errors import OverparamError
+
+    rows = []
+    for setting, points in settings:
+        head = {"setting": setting.fixed, "label": setting.label, "n_runs": len(setting.runs)}
+        if isinstance(points, str):
+            rows.append({**head, "skipped": points})
+            continue
+        try:
+            rows.append({**head, **fit(points)})
+        except OverparamError as exc:
+            rows.append({**head, "n_points": len(points), "skipped": str(exc)})
+    fitted = [r for r in rows if "skipped" not in r]
+    if not fitted:
+        why = "; ".join(f"{r['label']}: {r['skipped']}" for r in rows)
+        raise OverparamError(f"{args.dir}: the runs differ in {', '.join(axes)} and no setting can be fitted ({why})")
+    return {"split": {"axes": axes, "n_settings": len(rows), "n_fitted": len(fitted),
+                      "note": "one law per setting: the settings are different tasks (or train on different data), "
+                              "and a law across them would read their differences as an effect of N or D"},
+            "n_points": sum(r["n_points"] for r in fitted), "bootstrap": args.bootstrap, "settings": rows}
+
+
+def print_settings(doc: dict) -> None:
+    """One block per setting, each named, and never a pooled fit."""
+    split = doc["split"]
+    print(f"{split['n_settings']} settings of {', '.join(split['axes'])}: {split['note']}.")
+    for row in doc["settings"]:
+        print()
+        print(f"setting {row['label']} ({row['n_runs']} runs)")
+        if "skipped" in row:
+            print(f"  not fitted: {row['skipped']}")
+        else:
+            print_summary(row)
 
 
 def _g(v) -> str:

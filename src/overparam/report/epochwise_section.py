@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from overparam.analysis.claims import fmt_pct, fmt_settings
+from overparam.analysis.claims import Sentence, fmt_settings, texts
+from overparam.analysis.epochwise import ends_above_best
 from overparam.report import plots
+from overparam.report.reading import evidence_states, noise_phrase
 from overparam.report.sections import Section, SweepContext, language_sweep
 
 MIN_STEPS = 4  # evaluated steps a curve needs before a heatmap says anything over time
@@ -84,35 +86,81 @@ def counted(doc: dict[str, Any], axis: str) -> tuple[str, str]:
                       f"of {', '.join(names)}")
 
 
-def _sentences(doc: dict[str, Any], axis: str) -> list[str]:
+RISE_WORDS = {"clear": "a clear rise", "weak": "weak evidence of a rise",
+              "within noise": "within noise, so no rise beyond the noise",
+              "unknown": "rerun with more seeds (vary: seed) to tell a rise from noise"}
+FALL_WORDS = {"clear": "a clear second descent", "weak": "weak evidence of a second descent",
+              "within noise": "within noise, so no second descent beyond the noise",
+              "unknown": "whether that exceeds the noise is unknown"}
+SHOWN = 3  # bumps described one by one; the JSON lists every one
+RANK = {"clear": 0, "weak": 1, "within noise": 2, "unknown": 3}
+
+
+def _where(s: Sentence, row: dict[str, Any], axis: str) -> str:
+    size = row["size"]
+    value = s.shown(size, f"{size:g}") if isinstance(size, (int, float)) and not isinstance(size, bool) else str(size)
+    fixed = fmt_settings(row["fixed"])
+    return f"{axis} = {value}" + (f", {fixed}" if fixed else "")
+
+
+def _bump_claims(row: dict[str, Any], axis: str, metric: str) -> list[dict[str, Any]]:
+    """The rise and the fall of one seed-mean curve over training, each against its noise."""
+    s = Sentence()
+    bump, fall = row["bump"], row["descent"]
+    s.states(row["peak_value"], ">", row["min_before"])
+    low_t, peak_t = s.pair(row["min_before"], row["peak_value"])
+    rise = (f"At {_where(s, row, axis)} the {metric} rises over training from {low_t} at step "
+            f"{s.int(row['min_before_step'])} to {peak_t} at step {s.int(row['peak_step'])}, "
+            f"{s.num(bump['difference'])} up, {noise_phrase(s, bump)}: {RISE_WORDS[evidence_states(s, bump)]}.")
+    t = Sentence()
+    t.states(row["min_after"], "<", row["peak_value"])
+    fall_t = (f"It then falls to {t.num(row['min_after'])} at step {t.int(row['min_after_step'])}, "
+              f"{t.num(fall['difference'])} below that peak, {noise_phrase(t, fall)}: "
+              f"{FALL_WORDS[evidence_states(t, fall)]}.")
+    return [s.claim(rise), t.claim(fall_t)]
+
+
+def _claims(doc: dict[str, Any], axis: str) -> list[dict[str, Any]]:
+    """The epoch-wise reading: how many curves bump, which exceed the noise, the strongest ones in detail."""
     rows = doc["sizes"]
     metric = doc["metric"].replace("_", " ")
     noun, detail = counted(doc, axis)
-    bumps = [r for r in rows if r["second_descent"]]
+    found = [r for r in rows if r.get("peak_found")]
     out = []
-    if not bumps:
-        out.append(f"No {noun[:-1]} shows an epoch-wise peak: along training, no seed-mean {metric} curve rises by "
-                   f"{fmt_pct(doc['rise'])} and falls back again ({len(rows)} {noun} read"
-                   + (f": {detail})." if detail else ")."))
+    s = Sentence()
+    if not found:
+        out.append(s.claim(f"No {noun[:-1]} shows an epoch-wise peak: along training, no seed-mean {metric} curve "
+                           f"rises by {s.pct(doc['rise'])} and falls back again ({s.int(doc['n_sizes'])} {noun} read"
+                           + (f": {detail})." if detail else ").")))
     else:
-        top = max(bumps, key=lambda r: r["prominence"] / max(r["min_after"], 1e-300))
-        fixed = fmt_settings(top["fixed"])
-        where = f"{axis} = {top['size']}" + (f" ({fixed})" if fixed else "")
-        out.append(f"{len(bumps)} of {len(rows)} {noun}" + (f" ({detail})" if detail else "")
-                   + f" show epoch-wise double descent: the {metric} "
-                   f"falls, rises and falls again over training.")
-        out.append(f"The clearest is {where}: {top['min_before']:.3g} at step {top['min_before_step']}, up to "
-                   f"{top['peak_value']:.3g} at step {top['peak_step']}, down to {top['min_after']:.3g} at step "
-                   f"{top['min_after_step']}.")
-    late = [r for r in rows if r["best_value"] is not None and r["final_value"] is not None
-            and r["final_value"] > r["best_value"] * (1 + doc["rise"])]
+        real = [r for r in found if r["second_descent"]]
+        head = (f"{s.int(doc['n_with_peak'])} of {s.int(doc['n_sizes'])} {noun}" + (f" ({detail})" if detail else "")
+                + f" show an epoch-wise bump in the seed-mean {metric}: it falls, rises by at least "
+                f"{s.pct(doc['rise'])} and falls back over training")
+        if real:
+            head += (f"; in {s.int(doc['n_with_second_descent'])} of them both the rise and the fall exceed the "
+                     f"noise: epoch-wise double descent")
+        else:
+            head += ("; in none of them do both the rise and the fall exceed the noise, so no epoch-wise double "
+                     "descent beyond the noise")
+        out.append(s.claim(head + "."))
+        ranked = sorted(found, key=lambda r: (not r["second_descent"], RANK.get(r["bump"]["evidence"], 3),
+                                              -r["prominence"] / max(abs(r["peak_value"]), 1e-300)))
+        for row in ranked[:SHOWN]:
+            out.extend(_bump_claims(row, axis, metric))
+        if len(found) > SHOWN:
+            out.append(Sentence().claim("The other bumps are listed with their noise by overparam analyze --json, "
+                                        "under epochwise."))
+    late = [r for r in rows if ends_above_best(r, doc["rise"])]
     if late:
         worst = max(late, key=lambda r: r["final_value"] / max(r["best_value"], 1e-300))
-        fixed = fmt_settings(worst["fixed"])
-        where = f"{axis} = {worst['size']}" + (f", {fixed}" if fixed else "")
-        out.append(f"{len(late)} of {len(rows)} {noun} end training above their best {metric} by more than "
-                   f"{fmt_pct(doc['rise'])}; most at {where}, best {worst['best_value']:.3g} at step "
-                   f"{worst['best_step']} and final {worst['final_value']:.3g}: early stopping would help there.")
+        t = Sentence()
+        t.states(worst["final_value"], ">", worst["best_value"] * (1 + doc["rise"]))
+        out.append(t.claim(f"{t.int(doc['n_end_above_best'])} of {t.int(doc['n_sizes'])} {noun} end training "
+                           f"above their best {metric} by more than {t.pct(doc['rise'])}; most at "
+                           f"{_where(t, worst, axis)}, best "
+                           f"{t.num(worst['best_value'])} at step {t.int(worst['best_step'])} and final "
+                           f"{t.num(worst['final_value'])}: early stopping would help there."))
     return out
 
 
@@ -150,7 +198,12 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
         return None
     if len(frames) > 6:
         section.sentences.append(f"The first 6 of {len(frames)} settings of {', '.join(others)} are drawn.")
-    section.sentences = _sentences(doc, axis) + section.sentences
-    section.summary = {"metric": doc["metric"], "rise": doc["rise"], "axis": axis, "sizes": doc["sizes"],
-                       "n_with_second_descent": doc["n_with_second_descent"], "sentences": section.sentences}
+    claims = _claims(doc, axis)
+    section.claims = claims
+    section.sentences = texts(claims) + section.sentences
+    section.summary = {"metric": doc["metric"], "rise": doc["rise"], "axis": axis, "statistic": doc["statistic"],
+                       "sizes": doc["sizes"], "n_sizes": doc["n_sizes"], "n_with_peak": doc["n_with_peak"],
+                       "n_end_above_best": doc["n_end_above_best"],
+                       "n_with_second_descent": doc["n_with_second_descent"], "sentences": section.sentences,
+                       "claims": claims}
     return section

@@ -13,7 +13,8 @@ from typing import Any
 from overparam.analysis.claims import Sentence, fmt_int, fmt_num, fmt_settings, texts
 from overparam.analysis.noise import CLEAR, CLEAR_TAIL, WEAK, WEAK_TAIL
 
-__all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text"]
+__all__ = ["UNITS", "fmt_int", "fmt_num", "read_curve", "read_curve_claims", "answer_claim", "size_text",
+           "noise_phrase", "evidence_states"]
 
 UNITS = {"rff": "features", "linear": "features", "mlp": "hidden units", "cnn": "k", "resnet18k": "k",
          "gpt": "d_model"}
@@ -85,7 +86,7 @@ def noise_phrase(s: Sentence, cmp: dict[str, Any], flip: bool = False) -> str:
     return text
 
 
-def _evidence_states(s: Sentence, cmp: dict[str, Any]) -> str:
+def evidence_states(s: Sentence, cmp: dict[str, Any]) -> str:
     """The class of a difference, with the bounds it implies recorded (``analysis.noise``'s thresholds)."""
     ev = cmp["evidence"]
     if cmp.get("interval") is not None:
@@ -126,6 +127,33 @@ def threshold_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]
         text += (f"; N/n = {s.num(curve['threshold_size_over_n_train'])} with n = {s.int(curve['n_train'])} "
                  f"training samples")
     return s.claim(text + ".")
+
+
+def rank_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any] | None:
+    """Why the threshold lies past N = n, from the stored ranks (``double_descent.rank_below_n``)."""
+    info = curve.get("rank_below_n")
+    if not info:
+        return None
+    s = Sentence()
+    sizes, n = info["sizes"], info["n_train"]
+    for row in sizes:
+        s.states(row["size"], ">=", n)
+        s.states(row["size"], "<", info["threshold_size"])
+        s.states(row["rank_max"], "<", n)
+    unit = UNITS.get(family or "", "features")
+    where = (f"{s.int(sizes[0]['size'])} {unit}" if len(sizes) == 1 else
+             f"{s.int(sizes[0]['size'])} to {s.int(sizes[-1]['size'])} {unit}")
+    lo, hi = min(r["rank_min"] for r in sizes), info["rank_max"]
+    if len(sizes) == 1 and lo == hi:
+        rank = f"rank {s.int(hi)}"
+    elif len(sizes) == 1:
+        rank = f"rank {s.int(lo)} to {s.int(hi)} over seeds"
+    else:
+        rank = f"rank at most {s.int(hi)}"
+    return s.claim(f"At {where} the training feature matrix has {rank}, below n = {s.int(n)}: though there are at "
+                   f"least as many features as training samples, some are zero or linearly dependent on the training "
+                   f"inputs, so the least-squares fit cannot interpolate, and the models interpolate only from "
+                   f"{_at(s, curve, 'threshold', family, with_params=False)}.")
 
 
 def no_threshold_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
@@ -173,7 +201,7 @@ def peak_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
     text = (f"{metric.capitalize()} peaks at {peak_t} at {_at(s, curve, 'peak', family)}, {_position(s, curve)}, "
             f"{s.num(bump['difference'])} above the best under-parameterized model ({under_t} at "
             f"{_at(s, curve, 'best_under', family, with_params=False)}), {noise_phrase(s, bump)}")
-    ev = _evidence_states(s, bump)
+    ev = evidence_states(s, bump)
     words = {"clear": "a clear peak", "weak": "weak evidence of a peak",
              "within noise": "within noise, so no peak beyond the noise",
              "unknown": "rerun with more seeds (vary: seed) to tell a peak from noise"}
@@ -215,7 +243,7 @@ def descent_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any]:
     fall = f" ({s.times(ratio)} lower)" if ratio and ratio >= 2 else ""
     text = (f"Past the threshold the {metric} falls to {s.num(low)} at {where}, {s.num(cmp['difference'])} below "
             f"the peak{fall}, {noise_phrase(s, cmp)}")
-    ev = _evidence_states(s, cmp)
+    ev = evidence_states(s, cmp)
     words = {"clear": "a clear second descent", "weak": "weak evidence of a second descent",
              "within noise": "within noise, so no second descent beyond the noise",
              "unknown": "whether that exceeds the noise is unknown"}
@@ -229,7 +257,7 @@ def over_under_claim(curve: dict[str, Any], family: str | None) -> dict[str, Any
     over_t, under_t = s.pair(over, under)
     head = (f"The best over-parameterized model, {over_t} at {_at(s, curve, 'best_over', family)}, "
             f"{{verb}} the best under-parameterized one, {under_t} at {_at(s, curve, 'best_under', family)}")
-    ev = _evidence_states(s, cmp)
+    ev = evidence_states(s, cmp)
     if over == under:
         s.states(over, "==", under)
         return s.claim(head.format(verb="equals") + ".")
@@ -258,6 +286,9 @@ def read_curve_claims(curve: dict[str, Any], family: str | None = None) -> list[
                        f"{_at(s, curve, 'best_over', family)}.")]
     else:
         out = [threshold_claim(curve, family)]
+        rank = rank_claim(curve, family)
+        if rank:
+            out.append(rank)
         if curve["peak_size"] is None:
             out.append(no_peak_claim(curve, family))
         else:

@@ -137,7 +137,12 @@ def points_from_sweep(directory: str | Path) -> pd.DataFrame:
     """
     from overparam.store import load_runs
 
-    runs = load_runs(directory)
+    return points_from_runs(load_runs(directory), directory)
+
+
+def points_from_runs(runs: pd.DataFrame, directory: str | Path) -> pd.DataFrame:
+    """:func:`points_from_sweep` on runs already loaded (``load_runs``' columns); ``directory`` names them
+    in errors."""
     if "status" in runs:
         runs = runs[runs["status"] == "done"]
     if "test_loss" not in runs:
