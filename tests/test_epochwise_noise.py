@@ -116,3 +116,36 @@ def test_two_steps_of_the_same_runs_are_resampled_together():
     row = next(r for r in doc["sizes"] if r["size"] == 8)
     assert row["bump"]["noise"] == "seeds" and row["bump"]["evidence"] == "clear"
     assert row["descent"]["difference"] == pytest.approx(0.06) and row["shape"] == "epoch-wise double descent"
+
+
+OVERFIT = [0.40, 0.20, 0.10, 0.15, 0.18, 0.25]  # best 0.10 at step 4, then climbs to 0.25 by the end
+
+
+def test_early_stopping_is_said_only_where_the_late_rise_exceeds_the_noise():
+    # four seeds on 2,000 examples: a 0.15 climb is far beyond the noise
+    offsets = [-0.01, 0.0, 0.005, 0.01]
+    runs, curves = sweep({**{(1024, s): [v + o for v in OVERFIT] for s, o in enumerate(offsets)},
+                          **{(64, s): [v + o for v in FLAT] for s, o in enumerate(offsets)}}, n_test=2000)
+    doc, claims = read(runs, curves)
+    row = next(r for r in doc["sizes"] if r["size"] == 1024)
+    late = row["late"]
+    assert late["final_step"] == 32 and late["paired"] and late["difference"] == pytest.approx(0.15)
+    assert late["evidence"] == "clear" and late["resamples_opposite"] == 0
+    assert doc["n_end_above_best"] == 1 and doc["n_end_above_best_within_noise"] == 0
+    text = next(c["text"] for c in claims if "early stopping" in c["text"])
+    assert text.startswith("1 of 2 sizes end training above their best test error by more than 5 % and by more "
+                           "than the noise; most at model.width = 1,024, best 0.101 at step 4 and final 0.251, "
+                           "0.15 higher, resampling 4 seeds and the 2,000-example test set")
+    assert "cross zero, a clear rise: early stopping would help there" in text and "the most it could gain" in text
+
+    # one seed on 36 examples: final 0.1389 against best 0.1111 (one example) is within the binomial noise
+    one = [0.40, 0.30, 4 / 36, 4 / 36, 4 / 36, 5 / 36]
+    runs, curves = sweep({(1024, 0): one, (64, 0): FLAT}, n_test=36)
+    doc, claims = read(runs, curves)
+    row = next(r for r in doc["sizes"] if r["size"] == 1024)
+    se = math.sqrt((4.5 / 36) * (1 - 4.5 / 36) / 36)
+    assert row["late"]["se"] == pytest.approx(se) and row["late"]["evidence"] == "within noise"
+    assert doc["n_end_above_best"] == 0 and doc["n_end_above_best_within_noise"] == 1
+    texts = [c["text"] for c in claims]
+    assert not any("early stopping would help" in t for t in texts)
+    assert "1 size ends above its best test error by more than 5 %, but within the noise." in texts

@@ -137,19 +137,46 @@ def epochwise_peaks(source: str | Path | tuple[pd.DataFrame, pd.DataFrame], metr
             row = {"fixed": {c: _plain(v) for c, v in zip(others, key[:-1])}, "size": _plain(key[-1]),
                    "params": int(frame["params"].median()), "n_runs": int(frame["run_id"].nunique())}
             row.update(curve_peak(mean.index.to_numpy(), mean.to_numpy(), rise))
-            row.update(_verdict(row, frame, metric, runs[runs["id"].isin(set(frame["run_id"]))]))
+            own = runs[runs["id"].isin(set(frame["run_id"]))]
+            row.update(_verdict(row, frame, metric, own))
+            row["late"] = _late(row, frame, metric, own)
             sizes.append(row)
     sizes.sort(key=lambda r: (str(r["fixed"]), r["params"]))
     return {"metric": metric, "rise": float(rise), "axis": axis, "statistic": "mean over seeds", "runs": per_run,
             "sizes": sizes, "n_sizes": len(sizes), "n_with_peak": int(sum(r["peak_found"] for r in sizes)),
             "n_end_above_best": int(sum(ends_above_best(r, rise) for r in sizes)),
+            "n_end_above_best_within_noise": int(sum(ends_above_best({k: v for k, v in r.items() if k != "late"}, rise)
+                                                     and not ends_above_best(r, rise) for r in sizes)),
             "n_with_second_descent": int(sum(r["second_descent"] for r in sizes))}
 
 
 def ends_above_best(row: dict[str, Any], rise: float) -> bool:
-    """Whether a curve ends more than ``rise`` (relative) above its best value: early stopping would help."""
-    return (row["best_value"] is not None and row["final_value"] is not None
-            and row["final_value"] > row["best_value"] * (1 + rise))
+    """Whether a curve ends more than ``rise`` (relative) above its best value, and (where the document
+    weighed it, ``row["late"]``) by more than the noise: early stopping would help."""
+    from overparam.analysis.noise import beyond_noise
+
+    above = (row["best_value"] is not None and row["final_value"] is not None
+             and row["final_value"] > row["best_value"] * (1 + rise))
+    return above and ("late" not in row or beyond_noise(row["late"]))
+
+
+def _late(row: dict[str, Any], frame: pd.DataFrame, metric: str, runs: pd.DataFrame) -> dict[str, Any] | None:
+    """The final value against the best one over training (same runs at two steps: paired), against the
+    noise as the bump is. The best step is picked on this very curve, so the difference is an upper bound
+    on what early stopping on held-out data would gain."""
+    from overparam.analysis.double_descent import _count
+    from overparam.analysis.noise import compare
+
+    if row["best_value"] is None or row["final_value"] is None or row["final_value"] <= row["best_value"]:
+        return None
+    final_step = int(frame["step"].max())
+    if final_step == row["best_step"]:
+        return None
+    by_step = frame.pivot_table(index="run_id", columns="step", values="value", aggfunc="mean")
+    both = by_step[[final_step, row["best_step"]]].dropna()
+    out = compare(row["final_value"], row["best_value"], both.iloc[:, 0].tolist(), both.iloc[:, 1].tolist(),
+                  n_test=_count(runs, "n_test", "task.test_size"), rate=metric == "test_error", paired=True)
+    return {**out, "final_step": final_step}
 
 
 def _verdict(row: dict[str, Any], frame: pd.DataFrame, metric: str, runs: pd.DataFrame) -> dict[str, Any]:

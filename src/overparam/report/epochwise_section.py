@@ -98,7 +98,10 @@ RANK = {"clear": 0, "weak": 1, "within noise": 2, "unknown": 3}
 
 def _where(s: Sentence, row: dict[str, Any], axis: str) -> str:
     size = row["size"]
-    value = s.shown(size, f"{size:g}") if isinstance(size, (int, float)) and not isinstance(size, bool) else str(size)
+    if isinstance(size, (int, float)) and not isinstance(size, bool):
+        value = s.shown(size, f"{int(size):,}" if float(size).is_integer() else f"{size:g}")
+    else:
+        value = str(size)
     fixed = fmt_settings(row["fixed"])
     return f"{axis} = {value}" + (f", {fixed}" if fixed else "")
 
@@ -152,15 +155,26 @@ def _claims(doc: dict[str, Any], axis: str) -> list[dict[str, Any]]:
             out.append(Sentence().claim("The other bumps are listed with their noise by overparam analyze --json, "
                                         "under epochwise."))
     late = [r for r in rows if ends_above_best(r, doc["rise"])]
+    quiet = doc.get("n_end_above_best_within_noise") or 0
     if late:
         worst = max(late, key=lambda r: r["final_value"] / max(r["best_value"], 1e-300))
         t = Sentence()
         t.states(worst["final_value"], ">", worst["best_value"] * (1 + doc["rise"]))
-        out.append(t.claim(f"{t.int(doc['n_end_above_best'])} of {t.int(doc['n_sizes'])} {noun} end training "
-                           f"above their best {metric} by more than {t.pct(doc['rise'])}; most at "
-                           f"{_where(t, worst, axis)}, best "
-                           f"{t.num(worst['best_value'])} at step {t.int(worst['best_step'])} and final "
-                           f"{t.num(worst['final_value'])}: early stopping would help there."))
+        noise = ""
+        if worst.get("late"):
+            words = {"clear": "a clear rise", "weak": "weak evidence of a rise"}[evidence_states(t, worst["late"])]
+            noise = f", {t.num(worst['late']['difference'])} higher, {noise_phrase(t, worst['late'])}, {words}"
+        out.append(t.claim(
+            f"{t.int(doc['n_end_above_best'])} of {t.int(doc['n_sizes'])} {noun} end training above their best "
+            f"{metric} by more than {t.pct(doc['rise'])}" + (" and by more than the noise" if "late" in worst else "")
+            + f"; most at {_where(t, worst, axis)}, best {t.num(worst['best_value'])} at step "
+            f"{t.int(worst['best_step'])} and final {t.num(worst['final_value'])}{noise}: early stopping would "
+            f"help there (the best step is read off this same test curve, so this is the most it could gain)."))
+    if quiet:
+        q = Sentence()
+        out.append(q.claim(f"{q.int(quiet)} {'more ' if late else ''}{noun[:-1] if quiet == 1 else noun} "
+                           f"{'ends' if quiet == 1 else 'end'} above {'its' if quiet == 1 else 'their'} best "
+                           f"{metric} by more than {q.pct(doc['rise'])}, but within the noise."))
     return out
 
 
@@ -204,6 +218,7 @@ def epochwise_section(ctx: SweepContext) -> Section | None:
     section.summary = {"metric": doc["metric"], "rise": doc["rise"], "axis": axis, "statistic": doc["statistic"],
                        "sizes": doc["sizes"], "n_sizes": doc["n_sizes"], "n_with_peak": doc["n_with_peak"],
                        "n_end_above_best": doc["n_end_above_best"],
+                       "n_end_above_best_within_noise": doc["n_end_above_best_within_noise"],
                        "n_with_second_descent": doc["n_with_second_descent"], "sentences": section.sentences,
                        "claims": claims}
     return section
