@@ -183,7 +183,7 @@ def random_specs(tmp: Path, n: int, seed: int) -> dict:
         path.write_text(text, encoding="utf-8", errors="surrogatepass")
         err = io.StringIO()
         start = time.perf_counter()
-        with mock.patch("overparam.sweep.runner.load_task", side_effect=Accepted("spec accepted")), \
+        with mock.patch("overparam.sweep.runner.load_sweep_task", side_effect=Accepted("spec accepted")), \
                 contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             code = cli_main(["sweep", str(path), "--out", str(good), "--no-progress"])
         took = time.perf_counter() - start

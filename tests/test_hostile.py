@@ -157,7 +157,7 @@ def test_random_yaml_specs_end_in_one_line_within_a_time_bound(tmp_path, good, s
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     before = (good / "overparam.sqlite").read_bytes()
     start = time.perf_counter()
-    with mock.patch("overparam.sweep.runner.load_task", side_effect=Accepted("spec accepted")):
+    with mock.patch("overparam.sweep.runner.load_sweep_task", side_effect=Accepted("spec accepted")):
         code, _, err = cli(["sweep", str(path), "--out", str(good), "--no-progress"])
     seconds = time.perf_counter() - start
     assert code == 2, err

@@ -206,3 +206,35 @@ def test_an_address_where_nothing_listens_fails_fast():
     with pytest.raises(OverparamError, match="HOST:PORT"):
         _probe("127.0.0.1:http")
     assert time.time() - start < 10
+
+
+def test_workers_read_the_images_the_driver_decoded_from_the_sweep_cache(tmp_path):
+    """A folder of images is decoded once, by the driver, into DIR/cache; each worker reads that array."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        for i in range(5):
+            path = tmp_path / "img" / "train" / c / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8)).save(path)
+    seen = tmp_path / "seen"
+
+    def record_where_the_task_came_from(group, task, device, snapshots=None):  # shipped by value to the worker
+        with open(seen, "a") as fh:
+            fh.write(task.info["cache"] + "\n")
+        return execute_group(group, task, device, snapshots)
+
+    spec = {"name": "ray-images", "task": {"kind": "images", "path": str(tmp_path / "img")},
+            "model": {"family": "mlp"}, "train": {"optimizer": "adam", "steps": 6, "batch_size": 4},
+            "vary": {"model.width": [4, 8]}}
+    summary = run_sweep(spec, tmp_path / "s", executor="ray", fuse="off", progress=False,
+                        executor_options={"work": record_where_the_task_came_from})
+    assert summary.trained == 2 and not summary.failed
+    assert seen.read_text().split() == ["disk", "disk"]  # neither worker decoded the folder again
+    local = run_sweep(spec, tmp_path / "local", fuse="off", progress=False)
+    assert local.trained == 2
+    a = load_runs(tmp_path / "s").set_index("id").sort_index()
+    b = load_runs(tmp_path / "local").set_index("id").sort_index()
+    assert (a["test_loss"] == b["test_loss"]).all()

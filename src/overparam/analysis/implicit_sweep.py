@@ -202,8 +202,8 @@ def _shown(done: pd.DataFrame, axis: str, varying: list[str], per_run: list[dict
     if frame.empty:
         return []
     first_seed = np.ones(len(frame), dtype=bool)  # the replicate of the first run in plan order
-    for c in (c for c in REPLICATES if c in frame):
-        first_seed &= (frame[c].astype(str) == str(frame[c].iloc[0])).to_numpy()
+    for c in (c for c in REPLICATES if c in frame):  # map(str), not astype(str): pandas 3 keeps None as NaN there
+        first_seed &= (frame[c].map(str) == str(frame[c].iloc[0])).to_numpy()
     frame = frame[first_seed].sort_values("params", kind="stable")
     knobs = [c for c in ("train.lr", "train.batch_size") if c in varying]
     if knobs:

@@ -97,7 +97,7 @@ def load_run_models(directory: str | Path, run_id: str) -> tuple[nn.Module, nn.M
     The init is ``family.build(config.model, shape, config.seed)`` in the run's dtype; the trained
     weights come from ``DIR/checkpoints/<id>.safetensors`` (refused if it belongs to another config).
     """
-    from overparam.data import load_task
+    from overparam.data import load_sweep_task
     from overparam.models import family_module
     from overparam.provenance import check_rebuild
     from overparam.store import open_store
@@ -115,7 +115,7 @@ def load_run_models(directory: str | Path, run_id: str) -> tuple[nn.Module, nn.M
     config = run["config"]
     check_rebuild(directory, config)  # the model file and the task's inputs must be the ones it trained from
     state = load_checkpoint(path, run_id, config)
-    task = load_task(config["task"])
+    task = load_sweep_task(directory, config["task"])
     family = family_module(config["model"]["family"])
     init = family.build(config["model"], shape_of(task), config["seed"], dropout=config["train"]["dropout"])
     init = init.to(dtype=run_dtype(config["train"]))

@@ -19,15 +19,17 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from overparam.analysis.epochwise import size_axis
-from overparam.analysis.landscape import DEFAULT_ALPHAS, path_vs_width, steps_to_threshold
+from overparam.analysis.landscape import DEFAULT_ALPHAS, steps_to_threshold
 from overparam.data import is_language_task
 from overparam.errors import OverparamError
+from overparam.store_damage import SkippedRunWarning
 
 VERSION = 1
 ARTIFACT = "landscape"  # DIR/analyses/landscape.json
@@ -204,8 +206,8 @@ def analyze_landscape(directory: str | Path, *, threshold: float | None = None, 
     axis = size_axis(done)
     with open_store(directory) as store:
         budget = len(runs) if max_runs == "all" else max_runs
-        ids = choose_path_runs(runs, axis, budget, lambda i: store.checkpoint_path(i).is_file())
-    if not ids:
+        with_checkpoint = {i for i in done["id"] if store.checkpoint_path(i).is_file()}
+    if not with_checkpoint:
         raise OverparamError(f"{directory}: no finished run has a checkpoint (train.checkpoint was false); the "
                              f"linear path needs the trained weights")
     points = evaluated_steps(runs, curves, metric)
@@ -216,7 +218,14 @@ def analyze_landscape(directory: str | Path, *, threshold: float | None = None, 
                              f"{MIN_POINTS} are needed; set train.eval_every or train.eval_log_points{hint}")
     rule = threshold_rule(runs, curves, metric, threshold, threshold_frac, axis)
     steps = steps_to_threshold((runs, curves), rule["threshold"], metric)
-    paths = path_vs_width(directory, alphas, run_ids=ids)
+    measured, broken = measure_paths(directory, runs, axis, budget, with_checkpoint, alphas)
+    skipped = not_trained(runs, axis) + broken
+    if not measured:
+        raise OverparamError(f"{directory}: no run could be measured along the linear path: "
+                             + "; ".join(skip_text(s, size_word(axis)) for s in skipped))
+    if skipped:
+        warnings.warn(SkippedRunWarning(skip_note(skipped, size_word(axis))), stacklevel=2)
+    paths = {"runs": measured}
     paths["runs"].sort(key=lambda p: (p["params"], p["seed"] if p["seed"] is not None else 0))  # size, then seed
     for p in paths["runs"]:
         p["has_barrier"] = has_barrier(p)
@@ -224,13 +233,93 @@ def analyze_landscape(directory: str | Path, *, threshold: float | None = None, 
         "version": VERSION, "directory": str(directory), "metric": metric, "threshold": rule["threshold"],
         "threshold_rule": rule, "axis": axis, "pooled": pooled_settings(runs, axis), "run_ids": sorted(done["id"]),
         "evaluated_steps": points,
-        "steps": steps, "alphas": list(alphas), "paths": paths["runs"],
+        "steps": steps, "alphas": list(alphas), "paths": paths["runs"], "skipped": skipped,
     }
-    doc["sentences"] = read_steps(doc) + read_paths(doc)
+    doc["sentences"] = read_steps(doc) + read_paths(doc) + read_skipped(doc)
     doc["seconds"] = round(time.perf_counter() - start, 2)
     if write:
         write_artifact(directory, doc)
     return doc
+
+
+def measure_paths(directory: Path, runs: pd.DataFrame, axis: str, budget: int | None, with_checkpoint: set[str],
+                  alphas: tuple[float, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The linear path of each run ``choose_path_runs`` picks, and the runs left out because their weights
+    are not finite (``{"run_id", "status", "size", "reason"}``).
+
+    A run with NaN or infinite weights is replaced by the next one the rule picks (another seed of its
+    size, when there is one), so one broken checkpoint costs its size nothing when a sibling can stand in.
+    """
+    from overparam.analysis.landscape import linear_path_from_store
+    from overparam.sweep.checkpoints import NonFiniteWeights
+
+    sizes = runs.set_index("id")[axis] if axis in runs else runs.set_index("id")["params"]
+    status = runs.set_index("id")["status"]
+    measured: dict[str, dict[str, Any]] = {}
+    broken: dict[str, dict[str, Any]] = {}
+    while True:  # ends: each pass measures a new run or breaks one, and both sets only grow
+        ids = choose_path_runs(runs, axis, budget, lambda i: i in with_checkpoint and i not in broken)
+        todo = [i for i in ids if i not in measured]
+        if not todo:
+            break
+        for run_id in todo:
+            try:
+                measured[run_id] = linear_path_from_store(directory, run_id, alphas)
+            except NonFiniteWeights as exc:
+                broken[run_id] = {"run_id": run_id, "status": str(status[run_id]), "size": _plain(sizes[run_id]),
+                                  "reason": "non-finite weights", "detail": str(exc)}
+    rows = runs.set_index("id")
+    out = []
+    for run_id in ids:
+        path = measured[run_id]
+        row = rows.loc[run_id]
+        path.update({"size": _plain(row[axis]) if axis in row else None, "params": int(row["params"]),
+                     "seed": _plain(row.get("seed"))})
+        out.append(path)
+    return out, list(broken.values())
+
+
+def not_trained(runs: pd.DataFrame, axis: str) -> list[dict[str, Any]]:
+    """Runs that diverged or failed: no trained weights to put on a line (``{"run_id", "status", "size",
+    "reason"}``; ``diverged_at``: the step whose loss was not finite, when recorded)."""
+    out = []
+    for _, row in runs[runs["status"].isin(("diverged", "failed"))].iterrows():
+        entry = {"run_id": row["id"], "status": row["status"], "size": _plain(row[axis] if axis in row else
+                                                                                row["params"])}
+        step = row.get("diverged_at")
+        if row["status"] == "diverged":
+            entry["reason"] = "diverged (non-finite loss)"
+            if step is not None and not pd.isna(step):
+                entry["diverged_at"] = int(step)
+        else:
+            entry["reason"] = "failed"
+        out.append(entry)
+    return out
+
+
+def skip_text(entry: dict[str, Any], word: str = "size") -> str:
+    """``run 9348a240a35c (width 8): diverged (non-finite loss) at step 4``."""
+    at = f" at step {entry['diverged_at']:,}" if entry.get("diverged_at") is not None else ""
+    return f"run {entry['run_id']} ({word} {entry['size']}): {entry['reason']}{at}"
+
+
+def skip_note(skipped: list[dict[str, Any]], word: str = "size") -> str:
+    """The one stderr line naming every run the landscape left out, and why."""
+    return (f"landscape: {len(skipped)} run{'s' if len(skipped) > 1 else ''} left out ("
+            + "; ".join(skip_text(s, word) for s in skipped) + "); the others are measured")
+
+
+def read_skipped(doc: dict[str, Any]) -> list[str]:
+    """One sentence naming the runs left out, every number from ``doc["skipped"]``."""
+    skipped = doc.get("skipped")
+    skipped = [s for s in skipped if isinstance(s, dict) and {"run_id", "size", "reason"} <= set(s)] \
+        if isinstance(skipped, list) else []  # a file edited by hand: what cannot be read is not said
+    if not skipped:
+        return []
+    word = size_word(doc["axis"])
+    named = "; ".join(skip_text(s, word) for s in skipped)
+    return [f"Left out ({len(skipped)} run{'s' if len(skipped) > 1 else ''}, no trained weights to put on the "
+            f"line from init): {named}."]
 
 
 def threshold_rule(runs: pd.DataFrame, curves: pd.DataFrame, metric: str, threshold: float | None,

@@ -234,7 +234,7 @@ def load_subject(directory: str | Path, run_id: str) -> Subject:
     Refuses, with one line: an unknown or ambiguous id, a run that did not finish, a run without
     a checkpoint, a family this module cannot compress.
     """
-    from overparam.data import load_task
+    from overparam.data import load_sweep_task
     from overparam.models import family_module, is_user_family
     from overparam.provenance import check_rebuild
     from overparam.store import open_store
@@ -263,7 +263,7 @@ def load_subject(directory: str | Path, run_id: str) -> Subject:
                              f"train.checkpoint true")
     check_rebuild(directory, config)  # the model file and the task's inputs must be the ones it trained from
     state = load_checkpoint(Path(path), run["id"], config)
-    task = load_task(config["task"])
+    task = load_sweep_task(directory, config["task"])
     shape = shape_of(task)
     family = family_module(name)
     model = family.build(config["model"], shape, config["seed"], dropout=config["train"]["dropout"])

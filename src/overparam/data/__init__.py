@@ -2,6 +2,9 @@
 
 A module whose ``load`` also takes ``cache_dir`` (``images``) may keep decoded data there;
 ``load_task`` passes it only to those, so every other task keeps its one-argument ``load``.
+Everything that loads the task of a stored run (the sweep, its Ray workers, ``compress``,
+``landscape``, ``implicit``, ``probe``, ``attention``, the report) goes through
+``load_sweep_task``, so a folder of images is decoded once per sweep directory, not once per command.
 """
 
 from __future__ import annotations
@@ -63,4 +66,22 @@ def load_task(opts: dict, cache_dir: str | Path | None = None) -> TaskData:
     return module.load(opts)
 
 
-__all__ = ["LANGUAGE_KINDS", "TASKS", "TaskData", "is_language_task", "load_task", "task_module"]
+CACHE_FOLDER = "cache"  # DIR/cache: data a task decoded, reused by later loads, resumes and other commands
+
+
+def sweep_cache_dir(directory: str | Path) -> Path:
+    """``DIR/cache``, where tasks of the sweep in ``directory`` keep what they decoded."""
+    return Path(directory) / CACHE_FOLDER
+
+
+def load_sweep_task(directory: str | Path, opts: dict) -> TaskData:
+    """``load_task`` for a run of the sweep in ``directory``, through its cache ``DIR/cache``.
+
+    The cache is read when it holds the task's data and written when it does not; writing is best
+    effort, so a read-only sweep directory still loads (decoding in memory, writing nothing).
+    """
+    return load_task(opts, cache_dir=sweep_cache_dir(directory))
+
+
+__all__ = ["CACHE_FOLDER", "LANGUAGE_KINDS", "TASKS", "TaskData", "is_language_task", "load_sweep_task", "load_task",
+           "sweep_cache_dir", "task_module"]

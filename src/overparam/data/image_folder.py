@@ -19,12 +19,14 @@ with training statistics, augmentation.
 
 The cache: decoding dominates loading, and a sweep loads its task once per distinct task
 setting (every ``train_size`` or ``label_noise`` of a data sweep). The decoded uint8 pixels
-``(n, C, H, W)`` are therefore kept in ``cache_dir`` (a sweep's ``DIR/cache``, see
-``data.load_task``) as ``images-<folder>-<key>.npz``, keyed by the SHA-256 of every image's
-relative path, size and modification time and of ``image_size``: the second load reads one
-array; touching, adding or removing an image changes the key and decodes again (the stale file
-is removed). The last two decodings are also kept in this process's memory. Without a cache
-folder (library use, a Ray worker without shared disk) loading decodes, uncached on disk.
+``(n, C, H, W)`` are therefore kept in ``cache_dir`` (a sweep's ``DIR/cache``, which every command
+that rebuilds a stored run reads through ``data.load_sweep_task``) as
+``images-<folder>-<key>.npz``, keyed by the SHA-256 of every image's relative path, size and
+modification time and of ``image_size``: the second load reads one array; touching, adding or
+removing an image changes the key and decodes again (the stale file is removed). The last two
+decodings are also kept in this process's memory. Without a cache folder (library use, a Ray
+worker that does not see the sweep directory) loading decodes, uncached on disk; a cache folder
+that cannot be written (a read-only sweep) is read if it holds the folder, and otherwise skipped.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def find_run(runs: list[dict[str, Any]], run_id: str, directory: Any) -> dict[st
 def rebuild(run: dict[str, Any], checkpoint: Path, task: Any = None) -> LoadedRun:
     """Rebuild a stored run (a ``store.runs()`` dict) from its checkpoint; ``task`` may be passed in
     when several runs share it (loading the text task tokenizes the corpus)."""
-    from overparam.data import load_task
+    from overparam.data import load_sweep_task
     from overparam.models import family_module
     from overparam.provenance import check_rebuild
     from overparam.sweep.checkpoints import load_checkpoint, load_weights
@@ -94,7 +94,7 @@ def rebuild(run: dict[str, Any], checkpoint: Path, task: Any = None) -> LoadedRu
                              f"train.checkpoint true")
     check_rebuild(checkpoint.parent.parent, config)  # DIR/checkpoints/<id>.safetensors: DIR's record of its inputs
     state = load_checkpoint(checkpoint, run["id"], config)
-    task = task if task is not None else load_task(config["task"])
+    task = task if task is not None else load_sweep_task(checkpoint.parent.parent, config["task"])
     model = family_module(family).build(config["model"], shape_of(task), config["seed"])
     if not (hasattr(model, "hidden_states") and hasattr(model, "attention_maps")):
         raise OverparamError(f"--run: run {run['id']}'s model ({family!r}) has no hidden_states and attention_maps "

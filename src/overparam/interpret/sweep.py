@@ -81,7 +81,7 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
     task input changed since the sweep (``overparam.provenance``) are left out with one warning each."""
     import warnings
 
-    from overparam.data import load_task
+    from overparam.data import load_sweep_task
     from overparam.errors import StoreError
     from overparam.interpret.base import rebuild
     from overparam.provenance import check_rebuild, recorded_inputs
@@ -122,7 +122,7 @@ def interpret_sweep(directory: str | Path, target: str | None = None, n_tokens: 
                 changed[task_key] = str(exc)
                 warnings.warn(SkippedRunWarning(f"interpretability: {exc}"), stacklevel=2)
             else:
-                tasks[task_key] = load_task(r["config"]["task"])
+                tasks[task_key] = load_sweep_task(directory, r["config"]["task"])
         if task_key in changed:
             continue
         if log:

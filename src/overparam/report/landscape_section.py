@@ -185,7 +185,7 @@ def landscape_section(ctx: SweepContext) -> Section | None:
                                 f"seeds), and the threshold. Right: the first evaluated step at or below it, "
                                 f"against trainable parameters."))
     if doc:
-        section.sentences += lr.read_paths(doc)
+        section.sentences += lr.read_paths(doc) + lr.read_skipped(doc)
         section.figures.append(("landscape_path.png", path_figure(doc),
                                 "Left: loss along the straight line (1 − α)·init + α·trained, one line per "
                                 f"{word} (lowest seed). Right: the barrier, how far the train loss rises above "
@@ -206,4 +206,5 @@ def landscape_section(ctx: SweepContext) -> Section | None:
     if doc:
         section.summary["paths"] = [{k: p[k] for k in ("run_id", "size", "params", "seed", "barrier", "has_barrier",
                                                        "monotonic")} for p in doc["paths"]]
+        section.summary["skipped"] = [{k: v for k, v in s.items() if k != "detail"} for s in doc.get("skipped", [])]
     return section

@@ -1,7 +1,11 @@
 """The Ray executor: each group (a fused group or a single run) is one Ray task.
 
 What travels: to a worker, the group's runs (ids and resolved configs) and its task's *settings*
-(a short JSON key), never the data; each worker process loads a task once and keeps it. Back to
+(a short JSON key), never the data; each worker process loads a task once and keeps it, through
+the sweep's cache ``DIR/cache`` when the worker sees that folder (a local Ray, or a cluster with
+shared storage): the folder of images the driver decoded is then read back as one array, not
+decoded again per worker. A worker that does not see it (no shared disk) decodes, and writes
+nothing there: it never creates the sweep's folders on a node of its own. Back to
 the driver, the group's ``Outcome`` objects, state dicts included: the driver alone writes the
 store and the checkpoints, so workers need no shared disk and never touch the store.
 Training snapshots (``sweep.snapshots``) are the one thing workers write, into the policy's
@@ -27,6 +31,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,15 +51,18 @@ _TASKS: dict[str, TaskData] = {}  # per worker process: task key -> loaded data
 
 
 def _train_group(key: str, group: Group, device_type: str, threads: int, work: Work,
-                 snapshots: SnapshotPolicy | None = None) -> list[Outcome]:
-    """What a Ray worker runs: load (or reuse) the task, then train the group (resuming its snapshot)."""
+                 snapshots: SnapshotPolicy | None = None, cache_dir: str | None = None) -> list[Outcome]:
+    """What a Ray worker runs: load (or reuse) the task, then train the group (resuming its snapshot).
+
+    ``cache_dir``: the sweep's ``DIR/cache``, used only where this worker sees it (module doc)."""
     device = torch.device(device_type)  # Ray sets CUDA_VISIBLE_DEVICES: "cuda" is the GPU granted
     if device.type == "cpu":
         torch.set_num_threads(threads)  # see runner.set_cpu_threads: 1 thread is fastest for small models
     if key not in _TASKS:
         from overparam.data import load_task
 
-        _TASKS[key] = load_task(json.loads(key))
+        cache = Path(cache_dir) if cache_dir and Path(cache_dir).is_dir() else None
+        _TASKS[key] = load_task(json.loads(key), cache_dir=cache)
     return work(group, _TASKS[key], device, snapshots=snapshots)
 
 
@@ -141,13 +149,16 @@ class RayExecutor:
     ``gpu_memory``: bytes per GPU, for sizing fractional requests; measured on the driver when
     it has a GPU. ``work`` is the function a worker calls (``execute_group``; tests swap it).
     ``snapshots``: where and how often workers save training state (None: retries restart).
+    ``cache_dir``: the sweep's ``DIR/cache`` (``data.sweep_cache_dir``), where workers that see it read the
+    data the driver decoded.
     """
 
     name = "ray"
 
     def __init__(self, device: torch.device, address: str | None = None, num_cpus: int | None = None,
                  max_retries: int = 2, gpu_memory: int | None = None, work: Work = execute_group,
-                 init_options: dict[str, Any] | None = None, snapshots: SnapshotPolicy | None = None):
+                 init_options: dict[str, Any] | None = None, snapshots: SnapshotPolicy | None = None,
+                 cache_dir: str | None = None):
         _check_count("--num-cpus", num_cpus, 1, allow_none=True)
         _check_count("--max-retries", max_retries, 0)
         if num_cpus is not None and address:
@@ -165,6 +176,8 @@ class RayExecutor:
         self.work = work
         self.init_options = init_options or {}
         self.snapshots = snapshots
+        # absolute: a worker's working directory is not the driver's
+        self.cache_dir = None if cache_dir is None else str(Path(cache_dir).absolute())
 
     # -- resources -----------------------------------------------------------------------
     def threads(self) -> int:
@@ -222,7 +235,8 @@ class RayExecutor:
                 ref = remote.options(num_cpus=threads, num_gpus=self.gpus(group, load_task(key)),
                                      max_retries=self.max_retries, retry_exceptions=False,
                                      name=f"overparam:{group.runs[0].id}+{len(group.runs) - 1}",
-                                     ).remote(key, group, self.device.type, threads, self.work, self.snapshots)
+                                     ).remote(key, group, self.device.type, threads, self.work, self.snapshots,
+                                              self.cache_dir)
                 pending[ref] = group
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overparam.data import load_task
+from overparam.data import CACHE_FOLDER, load_sweep_task, sweep_cache_dir
 from overparam.errors import OverparamError, StoreError
 from overparam.flags import threads_from_env
 from overparam.integrations.base import SinkSet
@@ -26,7 +26,7 @@ from overparam.sweep.snapshots import DEFAULT_EVERY, FINAL, Cleanup, SnapshotPol
 from overparam.train.run import resolve_device, run_size
 
 EXECUTORS = ("local", "ray")
-CACHE_DIR = "cache"  # DIR/cache: data a task decoded (data.load_task), reused by later loads and resumes
+CACHE_DIR = CACHE_FOLDER  # DIR/cache: data a task decoded (data.load_sweep_task), reused by later loads
 
 
 @dataclass
@@ -43,7 +43,8 @@ class SweepSummary:
         return dict(self.__dict__)
 
 
-def _make_executor(name: str, device, options: dict[str, Any], snapshots: SnapshotPolicy | None):
+def _make_executor(name: str, device, options: dict[str, Any], snapshots: SnapshotPolicy | None,
+                   cache_dir: Path | None = None):
     if name == "local":
         if options:
             raise OverparamError(f"--executor local: executor options {', '.join(sorted(options))} are for "
@@ -54,7 +55,7 @@ def _make_executor(name: str, device, options: dict[str, Any], snapshots: Snapsh
     if name == "ray":
         from overparam.sweep.ray import RayExecutor  # optional extra
 
-        return RayExecutor(device, snapshots=snapshots, **options)
+        return RayExecutor(device, snapshots=snapshots, cache_dir=cache_dir, **options)
     raise OverparamError(f"--executor: unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 
 
@@ -77,7 +78,8 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
     address = options.get("address") if executor == "ray" else None
     dev = resolve_device(device, here=not address)  # a cluster's GPUs are on its workers
     snapshots = snapshot_policy(out, snapshot_every, snapshot_dir, executor, address)
-    runner = _make_executor(executor, dev, options, snapshots)  # checks its options before the store exists
+    # checks its options before the store exists
+    runner = _make_executor(executor, dev, options, snapshots, sweep_cache_dir(out))
     set_cpu_threads(dev)
     runs = spec.runs()
     tasks: dict[str, Any] = {}
@@ -86,7 +88,7 @@ def run_sweep(spec: str | Path | dict | Spec, out: str | Path, executor: str = "
         if key not in tasks:
             import json
 
-            tasks[key] = load_task(json.loads(key), cache_dir=Path(out) / CACHE_DIR)  # decoded images, kept
+            tasks[key] = load_sweep_task(out, json.loads(key))  # decoded images, kept in DIR/cache
         return tasks[key]
 
     sized: set[str] = set()
