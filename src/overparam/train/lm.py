@@ -112,6 +112,16 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def curve_point(module: torch.nn.Module, task: Any, train: tuple[torch.Tensor, torch.Tensor],
+                test: tuple[torch.Tensor, torch.Tensor], context: int, tokens_seen: int,
+                probe: Any) -> dict[str, Any]:
+    """One evaluation of a language model, as every trainer stores it: train and test loss over the
+    fixed windows of ``train``/``test`` (tokens, offsets), tokens seen, and the task's own numbers."""
+    return {"train_loss": mean_loss(module, *train, context, task.vocab_size),
+            "test_loss": mean_loss(module, *test, context, task.vocab_size),
+            "train_error": None, "test_error": None, "tokens": tokens_seen, **probe(module)}
+
+
 def mean_loss(model: torch.nn.Module, tokens: torch.Tensor, offsets: torch.Tensor, context: int,
               vocab_size: int = 256) -> float:
     """Mean loss over the windows at ``offsets``, in chunks that bound tokens and logits per pass."""

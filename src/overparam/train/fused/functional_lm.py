@@ -118,10 +118,9 @@ def train_functional_lm_group(configs: list[dict[str, Any]], task: TaskData, dev
             if alive:
                 module = members[slot]
                 net.write_back(slot, module)
-                curves[slot].append((step, {
-                    "train_loss": lm.mean_loss(module, tokens_train, eval_train, context, task.vocab_size),
-                    "test_loss": lm.mean_loss(module, tokens_test, eval_test, context, task.vocab_size),
-                    "train_error": None, "test_error": None, "tokens": step * batch * context, **probe(module)}))
+                curves[slot].append((step, lm.curve_point(module, task, (tokens_train, eval_train),
+                                                          (tokens_test, eval_test), context, step * batch * context,
+                                                          probe)))
 
     if 0 in checkpoints:
         record(0)
